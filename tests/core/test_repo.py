@@ -1,0 +1,34 @@
+"""Repository contracts: README's two set-up commands and .ci/run running the test one."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def readme_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"## Set up.*?```bash\n(.*?)```", text, re.S)
+    assert block, "README.md has no Set up bash block"
+    return [
+        line.strip()
+        for line in block.group(1).splitlines()
+        if line.strip() and not line.strip().startswith("#")
+    ]
+
+
+def test_readme_has_exactly_two_setup_commands() -> None:
+    commands = readme_commands()
+    assert len(commands) == 2
+    run, test = commands
+    assert "chia_async demo" in run
+    assert "pytest" in test
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    test_command = readme_commands()[1]
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert test_command in [line.strip() for line in ci]
+    assert "set -euo pipefail" in ci[3:5] or any("set -euo pipefail" in line for line in ci)
