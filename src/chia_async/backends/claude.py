@@ -7,13 +7,34 @@ inherits the shared class of :mod:`chia_async.errors` (``claude.RateLimitError``
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
 
 from chia_async import errors
-from chia_async.ratelimit import parse_rate_limit_event, parse_rate_limit_reset
-from chia_async.results import ClaudeCodeQueryResult
+from chia_async._event_base import TurnEvent
+from chia_async.errors import ChiaError
+from chia_async.events import (
+    RateLimitStatus,
+    Raw,
+    ReasoningDelta,
+    SessionStarted,
+    StepFinished,
+    TextDelta,
+    ToolCallFinished,
+    ToolCallStarted,
+    ToolResult,
+)
+from chia_async.ratelimit import parse_rate_limit_event, parse_rate_limit_reset, parse_reset_value
+from chia_async.results import ClaudeCodeQueryResult, Usage
 
 __all__ = [
+    "ClaudeStreamParser",
+    "ClaudeStreamState",
     "AuthenticationError",
     "BillingError",
     "ClaudeCodeError",
@@ -115,3 +136,367 @@ class ContextLengthExceededError(InvalidRequestError, errors.ContextLengthExceed
 
     def __init__(self, node_id: str, exit_code: int = -1, raw_message: str = "") -> None:
         self._init(node_id=node_id, exit_code=exit_code, raw_message=raw_message)
+
+
+# -- the stream-json protocol ----------------------------------------------------------
+
+#: ``api_error_status`` / synthetic ``error`` kinds whose failure is a context overflow
+_CONTEXT_PATTERNS = re.compile(
+    r"prompt is too long|context (?:window|length)|too many (?:input )?tokens|"
+    r"maximum context|exceeds? the (?:maximum|context)",
+    re.IGNORECASE,
+)
+_MAX_OUTPUT_PATTERN = re.compile(r"exceeded the \d+ output token maximum|max_tokens", re.I)
+_AUTH_PATTERNS = re.compile(
+    r"invalid api key|authentication|unauthori[sz]ed|oauth token has expired|please run /login|"
+    r"not logged in|invalid bearer token|x-api-key",
+    re.IGNORECASE,
+)
+_BILLING_PATTERNS = re.compile(
+    r"credit balance is too low|billing|payment|insufficient credit|purchase credits", re.I
+)
+_RATE_PATTERNS = re.compile(
+    r"hit your limit|usage limit|rate limit|rate_limit|request rejected \(429\)|"
+    r"too many requests",
+    re.IGNORECASE,
+)
+_SERVER_PATTERNS = re.compile(
+    r"overloaded|internal server error|api error: 5\d\d|server-side issue|"
+    r"service unavailable|bad gateway|connection error|econnreset|socket hang up|timed out",
+    re.IGNORECASE,
+)
+_SESSION_MISSING = re.compile(r"no conversation found with session id", re.IGNORECASE)
+
+
+@dataclass
+class ClaudeStreamState:
+    """What a ``claude --print --output-format stream-json`` run said, as it streamed."""
+
+    session_id: str | None = None
+    model: str | None = None
+    result: dict[str, Any] | None = None
+    last_assistant_text: str = ""
+    error_kind: str | None = None  # the synthetic assistant line's top-level "error"
+    error_text: str = ""
+    rate_limit_reset: datetime | None = None
+    retry_delay_s: float | None = None  # the CLI's own last api_retry delay
+    partial_blocks: dict[int, str] = field(default_factory=dict)  # index -> block type
+    streamed_text: bool = False  # text arrived as deltas (partial messages)
+
+
+class ClaudeStreamParser:
+    """Maps stream-json records to events and classifies the run's outcome.
+
+    Pure: no I/O. ``feed()`` returns the events for one record; ``outcome()`` returns the
+    final ``result`` record or raises the typed error, from structured fields first
+    (``api_error_status``, the synthetic assistant ``error`` kind, a rejected
+    ``rate_limit_event``), then from text (result text, ``errors[]``, stderr).
+    """
+
+    def __init__(self, node_id: str, *, now: Callable[[], datetime] | None = None) -> None:
+        self.node_id = node_id
+        self.state = ClaudeStreamState()
+        self._now = now or (lambda: datetime.now(UTC))
+
+    # -- records -> events ---------------------------------------------------------------
+
+    def feed(self, record: Mapping[str, Any]) -> list[TurnEvent]:
+        """The events one stdout record stands for (``Raw`` for anything unknown)."""
+        kind = record.get("type")
+        handler = {
+            "system": self._system,
+            "stream_event": self._stream_event,
+            "assistant": self._assistant,
+            "user": self._user,
+            "rate_limit_event": self._rate_limit,
+            "result": self._result,
+        }.get(kind if isinstance(kind, str) else "")
+        if handler is None:
+            return [Raw(source="claude", data=dict(record))]
+        return handler(record)
+
+    def _system(self, record: Mapping[str, Any]) -> list[TurnEvent]:
+        subtype = record.get("subtype")
+        if subtype == "init":
+            self.state.session_id = _str(record.get("session_id")) or self.state.session_id
+            self.state.model = _str(record.get("model")) or self.state.model
+            tools = record.get("tools")
+            return [
+                SessionStarted(
+                    session_id=self.state.session_id or "",
+                    backend="claude_code",
+                    model=self.state.model,
+                    cwd=_str(record.get("cwd")),
+                    tools=tuple(t for t in tools if isinstance(t, str))
+                    if isinstance(tools, list)
+                    else (),
+                )
+            ]
+        if subtype == "api_retry":
+            delay = record.get("retry_delay_ms")
+            if isinstance(delay, int | float):
+                self.state.retry_delay_s = float(delay) / 1000.0
+        return [Raw(source="claude", data=dict(record))]
+
+    def _stream_event(self, record: Mapping[str, Any]) -> list[TurnEvent]:
+        event = record.get("event")
+        if not isinstance(event, Mapping):
+            return [Raw(source="claude", data=dict(record))]
+        etype = event.get("type")
+        index = event.get("index")
+        if etype == "content_block_start" and isinstance(index, int):
+            block = event.get("content_block") or {}
+            btype = str(block.get("type", ""))
+            self.state.partial_blocks[index] = btype
+            if btype in ("tool_use", "server_tool_use", "mcp_tool_use"):
+                return [
+                    ToolCallStarted(
+                        call_id=str(block.get("id", "")), name=str(block.get("name", ""))
+                    )
+                ]
+            return []
+        if etype == "content_block_delta":
+            delta = event.get("delta") or {}
+            dtype = delta.get("type")
+            if dtype == "text_delta" and delta.get("text"):
+                self.state.streamed_text = True
+                return [TextDelta(text=str(delta["text"]))]
+            if dtype == "thinking_delta" and delta.get("thinking"):
+                return [ReasoningDelta(text=str(delta["thinking"]))]
+            return []  # input_json_delta, signature_delta: the whole block follows
+        if etype == "message_delta":
+            reason = (event.get("delta") or {}).get("stop_reason")
+            return [StepFinished(finish_reason=_str(reason))] if reason else []
+        if etype in ("message_start", "content_block_stop", "message_stop", "ping"):
+            return []
+        return [Raw(source="claude", data=dict(record))]
+
+    def _assistant(self, record: Mapping[str, Any]) -> list[TurnEvent]:
+        message = record.get("message")
+        if not isinstance(message, Mapping):
+            return [Raw(source="claude", data=dict(record))]
+        content = message.get("content") or []
+        texts = [
+            str(b.get("text", ""))
+            for b in content
+            if isinstance(b, Mapping) and b.get("type") == "text"
+        ]
+        if record.get("error") or message.get("model") == "<synthetic>":
+            # the CLI's report of an API error, dressed as an assistant message
+            self.state.error_kind = _str(record.get("error")) or self.state.error_kind
+            self.state.error_text = "".join(texts) or self.state.error_text
+            return [Raw(source="claude", data=dict(record))]
+        events: list[TurnEvent] = []
+        if texts:
+            self.state.last_assistant_text = "".join(texts)
+        for block in content:
+            if not isinstance(block, Mapping):
+                continue
+            btype = block.get("type")
+            if btype == "text" and not self.state.streamed_text and block.get("text"):
+                events.append(TextDelta(text=str(block["text"])))
+            elif btype == "thinking" and not self.state.partial_blocks and block.get("thinking"):
+                events.append(ReasoningDelta(text=str(block["thinking"])))
+            elif btype in ("tool_use", "server_tool_use", "mcp_tool_use"):
+                call_id = str(block.get("id", ""))
+                name = str(block.get("name", ""))
+                arguments = block.get("input")
+                if not self.state.partial_blocks:
+                    events.append(ToolCallStarted(call_id=call_id, name=name))
+                events.append(
+                    ToolCallFinished(
+                        call_id=call_id,
+                        name=name,
+                        arguments=dict(arguments) if isinstance(arguments, Mapping) else {},
+                        raw_arguments=orjson.dumps(arguments).decode(),
+                    )
+                )
+        return events
+
+    def _user(self, record: Mapping[str, Any]) -> list[TurnEvent]:
+        message = record.get("message")
+        content = message.get("content") if isinstance(message, Mapping) else None
+        events: list[TurnEvent] = []
+        if isinstance(content, list):
+            for block in content:
+                if isinstance(block, Mapping) and block.get("type") == "tool_result":
+                    events.append(
+                        ToolResult(
+                            call_id=str(block.get("tool_use_id", "")),
+                            output=_tool_output_text(block.get("content")),
+                            is_error=bool(block.get("is_error", False)),
+                            executed_by="backend",
+                        )
+                    )
+        return events or [Raw(source="claude", data=dict(record))]
+
+    def _rate_limit(self, record: Mapping[str, Any]) -> list[TurnEvent]:
+        info = record.get("rate_limit_info")
+        if not isinstance(info, Mapping):
+            return [Raw(source="claude", data=dict(record))]
+        reset = None
+        for key in ("resetsAt", "resets_at", "reset"):
+            if key in info:
+                reset = parse_reset_value(info[key])
+                break
+        if info.get("status") == "rejected":
+            self.state.rate_limit_reset = reset or self.state.rate_limit_reset
+        utilization = info.get("utilization")
+        return [
+            RateLimitStatus(
+                status=str(info.get("status", "")),
+                reset_time=reset,
+                limit_type=_str(info.get("rateLimitType")),
+                utilization=float(utilization) if isinstance(utilization, int | float) else None,
+            )
+        ]
+
+    def _result(self, record: Mapping[str, Any]) -> list[TurnEvent]:
+        self.state.result = dict(record)
+        self.state.session_id = _str(record.get("session_id")) or self.state.session_id
+        usage = record.get("usage") if isinstance(record.get("usage"), Mapping) else {}
+        assert isinstance(usage, Mapping)
+        cost = record.get("total_cost_usd")
+        return [
+            Usage(
+                input_tokens=_int(usage.get("input_tokens")),
+                output_tokens=_int(usage.get("output_tokens")),
+                cache_read_tokens=_int(usage.get("cache_read_input_tokens")),
+                cache_write_tokens=_int(usage.get("cache_creation_input_tokens")),
+                cost_usd=float(cost) if isinstance(cost, int | float) else None,
+            )
+        ]
+
+    # -- outcome -------------------------------------------------------------------------
+
+    def outcome(self, exit_code: int | None, stderr: str = "") -> dict[str, Any]:
+        """The ``result`` record of a successful run, or raise the run's typed error."""
+        result = self.state.result
+        code = -1 if exit_code is None else exit_code
+        if result is None:
+            text = stderr.strip() or "no output"
+            classified = self._classify_text(text, code, stderr)
+            if classified is not None:
+                raise classified
+            raise UnknownClaudeError(
+                self.node_id,
+                exit_code=code,
+                raw_message=f"claude exited with code {exit_code} without a result record",
+                stderr=stderr,
+            )
+        failed = bool(result.get("is_error")) or result.get("subtype") not in (None, "success")
+        if not failed and code == 0:
+            if result.get("stop_reason") == "max_tokens":
+                raise MaxOutputTokensError(
+                    self.node_id,
+                    exit_code=code,
+                    raw_message="the answer stopped at the output token limit",
+                    partial_text=_str(result.get("result")) or self.state.last_assistant_text,
+                )
+            return result
+        raise self._classify(result, code, stderr)
+
+    def _classify(self, result: Mapping[str, Any], code: int, stderr: str) -> ChiaError:
+        errors_list = result.get("errors")
+        text = "\n".join(
+            part
+            for part in (
+                _str(result.get("result")) or "",
+                self.state.error_text,
+                "\n".join(str(e) for e in errors_list) if isinstance(errors_list, list) else "",
+            )
+            if part
+        )
+        message = text or f"claude reported an error (subtype {result.get('subtype')!r})"
+        status = result.get("api_error_status")
+        kind = self.state.error_kind
+        # 1. structured: the HTTP status the CLI got, then the synthetic error kind
+        if isinstance(status, int):
+            if status in (401, 403):
+                return AuthenticationError(self.node_id, exit_code=code, raw_message=message)
+            if status == 402:
+                return BillingError(self.node_id, exit_code=code, raw_message=message)
+            if status == 429:
+                if _BILLING_PATTERNS.search(message):
+                    return BillingError(self.node_id, exit_code=code, raw_message=message)
+                return self._rate_limit_error(message, code)
+            if status == 413 or (status == 400 and _CONTEXT_PATTERNS.search(message)):
+                return ContextLengthExceededError(self.node_id, exit_code=code, raw_message=message)
+            if status == 400 and _BILLING_PATTERNS.search(message):
+                return BillingError(self.node_id, exit_code=code, raw_message=message)
+            if 400 <= status < 500:
+                return InvalidRequestError(self.node_id, exit_code=code, raw_message=message)
+            if status >= 500:
+                return ServerError(self.node_id, exit_code=code, raw_message=message)
+        if kind == "authentication_failed":
+            return AuthenticationError(self.node_id, exit_code=code, raw_message=message)
+        if kind in ("billing_error", "billing"):
+            return BillingError(self.node_id, exit_code=code, raw_message=message)
+        if kind == "rate_limit":
+            return self._rate_limit_error(message, code)
+        if kind == "server_error":
+            return ServerError(self.node_id, exit_code=code, raw_message=message)
+        if kind == "invalid_request":
+            if _CONTEXT_PATTERNS.search(message):
+                return ContextLengthExceededError(self.node_id, exit_code=code, raw_message=message)
+            return InvalidRequestError(self.node_id, exit_code=code, raw_message=message)
+        if self.state.rate_limit_reset is not None:
+            return self._rate_limit_error(message, code)
+        # 2. text
+        classified = self._classify_text(message, code, stderr)
+        if classified is not None:
+            return classified
+        return UnknownClaudeError(self.node_id, exit_code=code, raw_message=message, stderr=stderr)
+
+    def _classify_text(self, message: str, code: int, stderr: str) -> ChiaError | None:
+        if _MAX_OUTPUT_PATTERN.search(message):
+            return MaxOutputTokensError(
+                self.node_id,
+                exit_code=code,
+                raw_message=message,
+                partial_text=self.state.last_assistant_text,
+            )
+        if _CONTEXT_PATTERNS.search(message):
+            return ContextLengthExceededError(self.node_id, exit_code=code, raw_message=message)
+        if _BILLING_PATTERNS.search(message):
+            return BillingError(self.node_id, exit_code=code, raw_message=message)
+        if _RATE_PATTERNS.search(message) or parse_rate_limit_reset(message, self._now()):
+            return self._rate_limit_error(message, code)
+        if _AUTH_PATTERNS.search(message):
+            return AuthenticationError(self.node_id, exit_code=code, raw_message=message)
+        if _SESSION_MISSING.search(message):
+            return InvalidRequestError(self.node_id, exit_code=code, raw_message=message)
+        if _SERVER_PATTERNS.search(message):
+            return ServerError(self.node_id, exit_code=code, raw_message=message)
+        return None
+
+    def _rate_limit_error(self, message: str, code: int) -> RateLimitError:
+        now = self._now()
+        reset = self.state.rate_limit_reset or parse_rate_limit_reset(message, now)
+        if reset is None:
+            # No reset time was given: the CLI's own last retry delay is the best estimate
+            # of when to try again; without one, "now" leaves the wait to our backoff.
+            reset = now + timedelta(seconds=self.state.retry_delay_s or 0.0)
+        return RateLimitError(self.node_id, reset, raw_message=message, exit_code=code)
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _int(value: Any) -> int:
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
+
+
+def _tool_output_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for block in content:
+            if isinstance(block, Mapping) and block.get("type") == "text":
+                parts.append(str(block.get("text", "")))
+            else:
+                parts.append(orjson.dumps(block).decode())
+        return "".join(parts)
+    return "" if content is None else orjson.dumps(content).decode()
