@@ -104,3 +104,17 @@ def test_require_returns_the_module() -> None:
 
 def test_py_typed_is_shipped() -> None:
     assert (Path(chia_async.__file__).parent / "py.typed").exists()
+
+
+def test_scripted_server_without_the_testing_extra_names_it() -> None:
+    out = python(
+        """
+        import sys
+        sys.modules["uvicorn"] = None
+        try:
+            from chia_async.testing import ScriptedModelServer
+        except ImportError as exc:
+            print(exc)
+        """
+    )
+    assert "pip install 'chia-async[testing]'" in out
