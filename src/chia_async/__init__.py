@@ -13,8 +13,9 @@ and no ``ray`` (nor anyio); each is loaded when first used.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from chia_async._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -108,14 +109,4 @@ if TYPE_CHECKING:
     from chia_async.tools import ChiaTool
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'chia_async' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # cache: the next access skips __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, __all__)

@@ -92,8 +92,10 @@ class Attempt:
         number: int,
         deadline: float,
         send: Emit,
+        log: _CallLog | None = None,
     ) -> None:
         self.llm = llm
+        self._log = log
         self.message = message
         self.tools = tools
         self.number = number
@@ -110,6 +112,11 @@ class Attempt:
     def text(self) -> str:
         """The answer text streamed so far."""
         return "".join(self.text_parts)
+
+    def log_raw(self, source: str, data: Any) -> None:
+        """Record a raw backend record in the call's log file (when ``log_dir`` is set)."""
+        if self._log is not None:
+            self._log.write({"raw": {"source": source, "data": data}})
 
     def remaining(self) -> float:
         """Seconds left before the call's deadline."""
@@ -334,6 +341,8 @@ class LLMCallBase(ABC):
         self.log_dir = Path(log_dir) if log_dir is not None else None
         self.logger = logging.getLogger(f"chia_async.{logging_name}")
         self.logger.setLevel(logging_level)
+        #: whether the per-call log under ``log_dir`` records every event
+        self.log_events = True
 
     @property
     def retries(self) -> int:
@@ -460,7 +469,7 @@ class LLMCallBase(ABC):
         content_started = False
 
         async def deliver(event: TurnEvent) -> None:
-            if log is not None:
+            if log is not None and self.log_events:
                 log.write({"event": event.to_dict()})
             await send(event)
 
@@ -477,6 +486,7 @@ class LLMCallBase(ABC):
                             number=number,
                             deadline=deadline,
                             send=deliver,
+                            log=log,
                         )
                         self.logger.debug("%s: attempt %d starts", self.logging_name, number)
                         try:
@@ -495,7 +505,8 @@ class LLMCallBase(ABC):
                             )
                             completed = Completed(result=result)
                             if log is not None:  # before handing over: the caller may stop us
-                                log.write({"event": completed.to_dict()})
+                                if self.log_events:
+                                    log.write({"event": completed.to_dict()})
                                 log.write({"outcome": "completed", "success": result.success})
                             await send(completed)
                             return

@@ -7,16 +7,20 @@ inherits the shared class of :mod:`chia_async.errors` (``claude.RateLimitError``
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 import orjson
 
 from chia_async import errors
 from chia_async._event_base import TurnEvent
+from chia_async.base import Attempt
 from chia_async.errors import ChiaError
 from chia_async.events import (
     RateLimitStatus,
@@ -30,9 +34,14 @@ from chia_async.events import (
     ToolResult,
 )
 from chia_async.ratelimit import parse_rate_limit_event, parse_rate_limit_reset, parse_reset_value
-from chia_async.results import ClaudeCodeQueryResult, Usage
+from chia_async.redaction import register_secret
+from chia_async.results import ClaudeCodeQueryResult, QueryResult, Usage
+from chia_async.subprocess.backend import CLIBackend, Invocation, RecordParser, write_private
+from chia_async.subprocess.process import ProcessOutcome
+from chia_async.tools import ChiaTool
 
 __all__ = [
+    "ClaudeCodeLLM",
     "ClaudeStreamParser",
     "ClaudeStreamState",
     "AuthenticationError",
@@ -45,6 +54,7 @@ __all__ = [
     "RateLimitError",
     "ServerError",
     "UnknownClaudeError",
+    "project_slug",
     "parse_rate_limit_event",
     "parse_rate_limit_reset",
 ]
@@ -500,3 +510,279 @@ def _tool_output_text(content: Any) -> str:
                 parts.append(orjson.dumps(block).decode())
         return "".join(parts)
     return "" if content is None else orjson.dumps(content).decode()
+
+
+# -- the backend ---------------------------------------------------------------------------
+
+
+def project_slug(cwd: str) -> str:
+    """Claude Code's directory name for a working directory: every character that is not
+    a letter or digit becomes ``-`` (``/home/ray/llm_env`` → ``-home-ray-llm-env``)."""
+    return re.sub(r"[^A-Za-z0-9]", "-", cwd)
+
+
+class _Parser(ClaudeStreamParser):
+    def is_terminal(self, record: Mapping[str, Any]) -> bool:
+        return record.get("type") == "result"
+
+
+class ClaudeCodeLLM(CLIBackend):
+    """Claude Code as a backend: ``claude --print --output-format stream-json``.
+
+    Each call runs the CLI in its own process group with the prompt on stdin and the
+    system message in a 0600 file (never in argv). Tools become an ``--mcp-config`` file
+    and are granted for the run (``--allowedTools=mcp__<name>``): in ``--print`` a tool
+    that is not allowed is refused, and a caller who passes a tool means it to be used.
+
+    ``api_key`` is given to the CLI as ``ANTHROPIC_API_KEY``; an ``ANTHROPIC_API_KEY`` in
+    this process's environment is *not* inherited (it would silently switch a
+    subscription login to API billing). ``env`` adds or overrides child variables
+    (``ANTHROPIC_BASE_URL``, ``HOME``, ``CLAUDE_CONFIG_DIR``...). ``CLAUDE_CODE_MAX_RETRIES``
+    defaults to 2: quick retries inside the CLI survive a transient error late in a long
+    agentic run, which our own retry layer (which never retries after content) cannot.
+
+    With ``resume_session=True`` each call continues the previous call's conversation,
+    also on another machine: the transcript travels in
+    :attr:`ClaudeCodeQueryResult.session_transcript` (and in this object, which pickles),
+    and is restored under the working directory's project slug before ``--resume``.
+
+    ``projects_cwd`` is where transcripts are read and written; by default it is derived
+    from the config dir (``$CLAUDE_CONFIG_DIR`` or ``$HOME/.claude``) and the working
+    directory (the reference's default was a fixed path of its container image).
+    ``max_tokens``, ``thinking`` and ``max_tool_iterations`` apply to ``backend="api"``.
+    """
+
+    backend_name: ClassVar[str] = "claude_code"
+    result_class: ClassVar[type[QueryResult]] = ClaudeCodeQueryResult
+    cli_name: ClassVar[str] = "claude"
+    install_command: ClassVar[str] = "npm install -g @anthropic-ai/claude-code"
+    raw_source: ClassVar[str] = "claude"
+    env_allowlist: ClassVar[tuple[str, ...]] = (
+        "ANTHROPIC_BASE_URL",
+        "ANTHROPIC_MODEL",
+        "ANTHROPIC_SMALL_FAST_MODEL",
+        "ANTHROPIC_DEFAULT_OPUS_MODEL",
+        "ANTHROPIC_DEFAULT_SONNET_MODEL",
+        "ANTHROPIC_DEFAULT_HAIKU_MODEL",
+        "CLAUDE_CONFIG_DIR",
+        "CLAUDE_CODE_MAX_OUTPUT_TOKENS",
+        "CLAUDE_CODE_USE_BEDROCK",
+        "CLAUDE_CODE_USE_VERTEX",
+        "CLAUDE_CODE_SKIP_BEDROCK_AUTH",
+        "CLAUDE_CODE_SKIP_VERTEX_AUTH",
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC",
+        "DISABLE_TELEMETRY",
+        "DISABLE_AUTOUPDATER",
+        "DISABLE_ERROR_REPORTING",
+        "MCP_TIMEOUT",
+        "MCP_TOOL_TIMEOUT",
+        "BASH_DEFAULT_TIMEOUT_MS",
+        "BASH_MAX_TIMEOUT_MS",
+        "AWS_REGION",
+        "AWS_PROFILE",
+        "CLOUD_ML_REGION",
+        "ANTHROPIC_VERTEX_PROJECT_ID",
+    )
+
+    def __init__(
+        self,
+        model: str = "claude-sonnet-4-6",
+        system_message: str = "",
+        timeout_seconds: int = 600,
+        retries: int = 3,
+        logging_name: str = "claude_code",
+        logging_level: int = 10,
+        log_dir: str | None = None,
+        resume_session: bool = False,
+        projects_cwd: str | None = None,
+        extra_cli_args: list[str] | None = None,
+        log_stream: bool = True,
+        log_all: bool = False,
+        backend: str = "cli",
+        api_key: str | None = None,
+        max_tokens: int = 16000,
+        thinking: str | None = "adaptive",
+        max_tool_iterations: int = 100,
+        *,
+        env: Mapping[str, str] | None = None,
+        work_dir: str | None = None,
+        cli_path: str | None = None,
+        idle_timeout_seconds: float | None = 300.0,
+        include_partial_messages: bool = True,
+    ) -> None:
+        if backend not in ("cli", "api"):
+            raise ValueError(f"backend must be 'cli' or 'api', got {backend!r}")
+        if backend == "api":
+            raise ValueError(
+                "backend='api' (the Anthropic Messages API on the shared tool loop) is not "
+                "available in this version; use backend='cli'"
+            )
+        if api_key is not None and not isinstance(api_key, str):
+            raise TypeError("api_key must be a str or None")
+        super().__init__(
+            model=model,
+            system_message=system_message,
+            timeout_seconds=timeout_seconds,
+            retries=retries,
+            logging_name=logging_name,
+            logging_level=logging_level,
+            log_dir=log_dir,
+            cli_path=cli_path,
+            env=env,
+            extra_cli_args=extra_cli_args,
+            work_dir=work_dir,
+            idle_timeout_seconds=idle_timeout_seconds,
+            log_stream=log_stream,
+            log_all=log_all,
+        )
+        self.backend = backend
+        self.api_key = api_key
+        if api_key:
+            register_secret(api_key)
+        self.resume_session = resume_session
+        self.projects_cwd = projects_cwd
+        self.max_tokens = max_tokens
+        self.thinking = thinking
+        self.max_tool_iterations = max_tool_iterations
+        self.include_partial_messages = include_partial_messages
+        self.session_id: str | None = None
+        self.session_transcript: bytes | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"ClaudeCodeLLM(model={self.model!r}, backend={self.backend!r}, "
+            f"logging_name={self.logging_name!r}, api_key={'***' if self.api_key else None})"
+        )
+
+    # -- sessions ----------------------------------------------------------------------------
+
+    def restore_session(self, result: ClaudeCodeQueryResult) -> None:
+        """Continue the conversation of ``result`` (from any machine) on the next call."""
+        if result.session is None:
+            raise ValueError("the result carries no session to resume")
+        self.resume_session = True
+        self.session_id = result.session.session_id
+        self.session_transcript = result.session_transcript
+
+    def _cwd(self) -> str:
+        return os.path.realpath(self.work_dir or os.getcwd())
+
+    def _child_env_value(self, name: str) -> str | None:
+        if name in self.env:
+            return self.env[name]
+        return os.environ.get(name) if name in ("HOME", "CLAUDE_CONFIG_DIR") else None
+
+    def _projects_dir(self) -> Path:
+        if self.projects_cwd:
+            return Path(self.projects_cwd)
+        config = self._child_env_value("CLAUDE_CONFIG_DIR")
+        base = (
+            Path(config)
+            if config
+            else Path(self._child_env_value("HOME") or "~").expanduser() / ".claude"
+        )
+        return base / "projects" / project_slug(self._cwd())
+
+    def _transcript_path(self, session_id: str) -> Path:
+        return self._projects_dir() / f"{session_id}.jsonl"
+
+    def _restore_transcript(self) -> None:
+        if not (self.session_id and self.session_transcript):
+            return
+        path = self._transcript_path(self.session_id)
+        if path.exists() and path.stat().st_size >= len(self.session_transcript):
+            return  # this machine already has it (or a newer copy)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = path.with_suffix(".jsonl.chia-tmp")
+        tmp.write_bytes(self.session_transcript)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+
+    def _capture_transcript(self, session_id: str) -> tuple[bytes | None, str | None]:
+        path = self._transcript_path(session_id)
+        try:
+            return path.read_bytes(), str(path)
+        except OSError:
+            return None, None
+
+    # -- CLIBackend hooks ----------------------------------------------------------------------
+
+    async def _invocation(self, attempt: Attempt, scratch: Path) -> Invocation:
+        argv = [self._executable(), "--print", "--output-format", "stream-json", "--verbose"]
+        if self.include_partial_messages:
+            argv.append("--include-partial-messages")
+        if self.model:
+            argv += ["--model", self.model]
+        if self.system_message:
+            prompt_file = write_private(scratch / "system-prompt.txt", self.system_message)
+            argv += ["--append-system-prompt-file", str(prompt_file)]
+        if attempt.tools:
+            config = {"mcpServers": {t.name: _mcp_server_config(t) for t in attempt.tools}}
+            config_file = write_private(scratch / "mcp.json", orjson.dumps(config))
+            # `=` form: both flags are variadic and would swallow the next argument
+            argv.append(f"--mcp-config={config_file}")
+            for tool in attempt.tools:
+                for rule in _allow_rules(tool):
+                    argv.append(f"--allowedTools={rule}")
+        if self.resume_session and self.session_id:
+            self._restore_transcript()
+            argv += ["--resume", self.session_id]
+        argv += self.extra_cli_args
+        env = {"CLAUDE_CODE_MAX_RETRIES": "2", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"}
+        if self.api_key:
+            env["ANTHROPIC_API_KEY"] = self.api_key
+        return Invocation(argv=argv, env=env, stdin=attempt.message.encode(), cwd=self._cwd())
+
+    def _new_parser(self) -> _Parser:
+        return _Parser(self.logging_name)
+
+    async def _finish(
+        self, attempt: Attempt, parser: RecordParser, outcome: ProcessOutcome, stdout: str
+    ) -> QueryResult:
+        assert isinstance(parser, _Parser)
+        # A CLI that lingered after its result record was stopped by us: not its failure.
+        exit_code = 0 if outcome.killed_after_terminal else outcome.exit_code
+        session_id = parser.state.session_id
+        transcript, transcript_path = None, None
+        if self.resume_session and session_id:
+            # also after a failure: the conversation so far can still be continued
+            self.session_id = session_id
+            transcript, transcript_path = self._capture_transcript(session_id)
+            if transcript is not None:
+                self.session_transcript = transcript
+        record = parser.outcome(exit_code, outcome.stderr_tail)
+        result = attempt.result(
+            result=_str(record.get("result")) or "",
+            returncode=exit_code if exit_code is not None else -1,
+            stderr=outcome.stderr_tail,
+            stream_result=stdout,
+            success=True,
+            session_transcript=transcript,
+            session_transcript_path=transcript_path,
+        )
+        stop_reason = _str(record.get("stop_reason"))  # the result record's word is final
+        return dataclasses.replace(result, stop_reason=stop_reason) if stop_reason else result
+
+
+def _mcp_server_config(tool: ChiaTool) -> dict[str, Any]:
+    if tool.transport == "http":
+        config: dict[str, Any] = {"type": "http", "url": tool.url}
+        if tool.headers:
+            config["headers"] = dict(tool.headers)
+        return config
+    if tool.transport == "stdio":
+        config = {"type": "stdio", "command": tool.command[0], "args": list(tool.command[1:])}
+        if tool.env:
+            config["env"] = dict(tool.env)
+        return config
+    raise errors.InvalidRequestError(
+        "claude_code",
+        f"tool {tool.name!r} is an in-process MCP server; CLI backends reach tools over HTTP "
+        "or stdio: serve it and pass ChiaTool.http(url)",
+    )
+
+
+def _allow_rules(tool: ChiaTool) -> list[str]:
+    if tool.allowed_tools is None:
+        return [f"mcp__{tool.name}"]  # every tool of that server
+    return [f"mcp__{tool.name}__{name}" for name in tool.allowed_tools]

@@ -9,8 +9,9 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from chia_async._lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "ScriptedLLM": "chia_async.testing.scripted_llm",
@@ -53,14 +54,4 @@ if TYPE_CHECKING:
     from chia_async.testing.server import ScriptedModelServer
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'chia_async.testing' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, __all__)

@@ -37,7 +37,7 @@ from typing import Any
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 CLI_PREFIX_BIN = REPO_ROOT / ".ci-cache" / "npm" / "bin"
 INSTALL_HINT = "run .ci/install-clis"
 #: Every CLI run gets a unique value of this variable, to find its descendants in /proc.
