@@ -1,0 +1,1 @@
+"""The shared provider tool loop: MCP sessions, tool-schema compilers, the loop itself."""
