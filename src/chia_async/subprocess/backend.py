@@ -59,11 +59,9 @@ class RecordParser(Protocol):
 
     def feed(self, record: Mapping[str, Any]) -> list[TurnEvent]:
         """The events one record stands for."""
-        ...
 
     def is_terminal(self, record: Mapping[str, Any]) -> bool:
         """Whether ``record`` is the CLI's last word (``result``, ``turn.completed``...)."""
-        ...
 
 
 class CLIBackend(LLMCallBase):

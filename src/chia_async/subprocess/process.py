@@ -6,7 +6,7 @@
                        total_timeout=600, idle_timeout=300)
     async with SupervisedProcess(spec, node_id="claude") as process:
         async for record in process.records():     # dict | Diagnostic, in order
-            ...
+            handle(record)
             if is_result(record):
                 process.mark_terminal()            # a lingering CLI is stopped after a grace
         outcome = await process.wait()             # exit code, signal, stderr tail
