@@ -5,8 +5,8 @@ tool loop, and CLI backends write it into the CLI's own MCP configuration. Three
 
 * ``ChiaTool.http(url)`` — a server already listening (streamable HTTP);
 * ``ChiaTool.stdio(command, *args)`` — a server the runtime starts as a subprocess;
-* ``ChiaTool.in_process(server)`` — an ``mcp`` server object the runtime serves on a free
-  loopback port for the duration of the call.
+* ``ChiaTool.in_process(server)`` — an ``mcp`` server object living in this process; provider
+  backends connect to it in memory (the SDK's own in-process transport).
 """
 
 from __future__ import annotations

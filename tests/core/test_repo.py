@@ -32,3 +32,23 @@ def test_ci_runs_the_readme_test_command() -> None:
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     assert test_command in [line.strip() for line in ci]
     assert "set -euo pipefail" in ci[3:5] or any("set -euo pipefail" in line for line in ci)
+
+
+def test_the_demo_runs_offline_with_a_real_mcp_tool() -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "chia_async", "demo"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "[retrying in" in out
+    assert "[tool result: 5]" in out
+    assert "2 + 3 = 5" in out
+    assert "success=True" in out
+    assert "DEBUG" not in proc.stderr + out

@@ -10,12 +10,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
+import anyio
 import orjson
 
 from chia_async import errors
@@ -33,9 +34,21 @@ from chia_async.events import (
     ToolCallStarted,
     ToolResult,
 )
+from chia_async.extras import require
+from chia_async.loop.clients import LoopLocal
+from chia_async.loop.runner import (
+    ProviderAdapter,
+    StepResult,
+    ToolCallRequest,
+    ToolCallResult,
+    parse_arguments,
+    run_tool_loop,
+)
+from chia_async.loop.schema import CompiledTools
 from chia_async.ratelimit import parse_rate_limit_event, parse_rate_limit_reset, parse_reset_value
 from chia_async.redaction import register_secret
 from chia_async.results import ClaudeCodeQueryResult, QueryResult, Usage
+from chia_async.retry import retry_after_from_headers
 from chia_async.subprocess.backend import CLIBackend, Invocation, RecordParser, write_private
 from chia_async.subprocess.process import ProcessOutcome
 from chia_async.tools import ChiaTool
@@ -529,6 +542,11 @@ class _Parser(ClaudeStreamParser):
 class ClaudeCodeLLM(CLIBackend):
     """Claude Code as a backend: ``claude --print --output-format stream-json``.
 
+    ``backend="api"`` talks to the Anthropic Messages API directly (anthropic SDK, its
+    retries off) on the shared MCP tool loop, honouring ``max_tokens``, ``thinking``
+    (``"adaptive"``, a token budget, or None) and ``max_tool_iterations``; its endpoint is
+    ``base_url`` or ``env["ANTHROPIC_BASE_URL"]``.
+
     Each call runs the CLI in its own process group with the prompt on stdin and the
     system message in a 0600 file (never in argv). Tools become an ``--mcp-config`` file
     and are granted for the run (``--allowedTools=mcp__<name>``): in ``--print`` a tool
@@ -549,10 +567,13 @@ class ClaudeCodeLLM(CLIBackend):
     ``projects_cwd`` is where transcripts are read and written; by default it is derived
     from the config dir (``$CLAUDE_CONFIG_DIR`` or ``$HOME/.claude``) and the working
     directory (the reference's default was a fixed path of its container image).
-    ``max_tokens``, ``thinking`` and ``max_tool_iterations`` apply to ``backend="api"``.
+    ``max_tokens``, ``thinking`` and ``max_tool_iterations`` apply to ``backend="api"``
+    (the CLI has its own limits).
     """
 
     backend_name: ClassVar[str] = "claude_code"
+    #: the Ray resource a worker must advertise (``anthropic`` for ``backend="api"``)
+    ray_resource: str = "claude_code"
     result_class: ClassVar[type[QueryResult]] = ClaudeCodeQueryResult
     cli_name: ClassVar[str] = "claude"
     install_command: ClassVar[str] = "npm install -g @anthropic-ai/claude-code"
@@ -609,14 +630,15 @@ class ClaudeCodeLLM(CLIBackend):
         cli_path: str | None = None,
         idle_timeout_seconds: float | None = 300.0,
         include_partial_messages: bool = True,
+        base_url: str | None = None,
     ) -> None:
         if backend not in ("cli", "api"):
             raise ValueError(f"backend must be 'cli' or 'api', got {backend!r}")
-        if backend == "api":
-            raise ValueError(
-                "backend='api' (the Anthropic Messages API on the shared tool loop) is not "
-                "available in this version; use backend='cli'"
-            )
+        _thinking_config(thinking)  # validate early
+        if not isinstance(max_tokens, int) or max_tokens <= 0:
+            raise ValueError(f"max_tokens must be a positive int, got {max_tokens!r}")
+        if not isinstance(max_tool_iterations, int) or max_tool_iterations <= 0:
+            raise ValueError("max_tool_iterations must be a positive int")
         if api_key is not None and not isinstance(api_key, str):
             raise TypeError("api_key must be a str or None")
         super().__init__(
@@ -647,6 +669,31 @@ class ClaudeCodeLLM(CLIBackend):
         self.include_partial_messages = include_partial_messages
         self.session_id: str | None = None
         self.session_transcript: bytes | None = None
+        self.base_url = base_url
+        self._api_history: list[dict[str, Any]] = []
+        self._api_clients: LoopLocal[Any] = LoopLocal(self._build_api_client, _close_api_client)
+        if backend == "api":
+            self.ray_resource = "anthropic"
+
+    def _build_api_client(self) -> Any:
+        anthropic = require("anthropic", "anthropic", feature="ClaudeCodeLLM(backend='api')")
+        base_url = self.base_url or self.env.get("ANTHROPIC_BASE_URL")
+        return anthropic.AsyncAnthropic(
+            api_key=self.api_key,
+            base_url=base_url,
+            max_retries=0,  # one retry layer: ours
+            timeout=anthropic.Timeout(float(self.timeout_seconds), connect=10.0),
+        )
+
+    async def _run(self, attempt: Attempt) -> QueryResult:
+        if self.backend == "cli":
+            return await super()._run(attempt)
+        adapter = _MessagesAdapter(self)
+        result = await run_tool_loop(adapter, attempt, max_tool_iterations=self.max_tool_iterations)
+        if self.resume_session and adapter.messages is not None:
+            final = adapter.last_step.raw if adapter.last_step is not None else None
+            self._api_history = [*adapter.messages, {"role": "assistant", "content": final or []}]
+        return result
 
     def __repr__(self) -> str:
         return (
@@ -786,3 +833,239 @@ def _allow_rules(tool: ChiaTool) -> list[str]:
     if tool.allowed_tools is None:
         return [f"mcp__{tool.name}"]  # every tool of that server
     return [f"mcp__{tool.name}__{name}" for name in tool.allowed_tools]
+
+
+# -- backend="api": the Anthropic Messages API on the shared tool loop ----------------------------
+
+_ANTHROPIC_TYPE_STATUS = {
+    "overloaded_error": 529,
+    "api_error": 500,
+    "rate_limit_error": 429,
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "billing_error": 402,
+}
+_CREDIT = re.compile(r"credit balance|billing|payment", re.IGNORECASE)
+
+
+def classify_anthropic_error(exc: BaseException, node_id: str) -> ChiaError:
+    """Translate an anthropic SDK (or transport) exception into this module's classes."""
+    anthropic = require("anthropic", "anthropic", feature="ClaudeCodeLLM(backend='api')")
+    if isinstance(exc, ChiaError):
+        return exc
+    if isinstance(exc, anthropic.APIStatusError):
+        status = exc.status_code
+        kind = _anthropic_type(exc.body)
+        if status < 400:  # an `error` event inside a 200 stream: the type says what it was
+            status = _ANTHROPIC_TYPE_STATUS.get(kind or "", 500)
+        message = _anthropic_message(exc.body, str(exc.message))
+        headers = dict(exc.response.headers) if exc.response is not None else {}
+        return _anthropic_by_status(node_id, status, kind, message, headers)
+    if isinstance(exc, anthropic.APITimeoutError | anthropic.APIConnectionError):
+        return ServerError(node_id, raw_message=f"{type(exc).__name__}: {exc}")
+    if isinstance(exc, anthropic.APIError):  # an `error` event inside the stream
+        kind = _anthropic_type(exc.body)
+        message = _anthropic_message(exc.body, str(exc.message))
+        status = _ANTHROPIC_TYPE_STATUS.get(kind or "", 500)
+        return _anthropic_by_status(node_id, status, kind, message, {})
+    if isinstance(exc, ValueError):
+        return errors.MalformedResponseError(node_id, f"malformed stream event: {exc}")
+    return ServerError(node_id, raw_message=f"{type(exc).__name__}: {exc}")
+
+
+def _anthropic_type(body: object) -> str | None:
+    error = body.get("error") if isinstance(body, dict) else None
+    kind = error.get("type") if isinstance(error, dict) else None
+    return str(kind) if kind else None
+
+
+def _anthropic_message(body: object, fallback: str) -> str:
+    error = body.get("error") if isinstance(body, dict) else None
+    message = error.get("message") if isinstance(error, dict) else None
+    return str(message) if message else fallback
+
+
+def _anthropic_by_status(
+    node_id: str, status: int, kind: str | None, message: str, headers: Mapping[str, str]
+) -> ChiaError:
+    if status in (401, 403) or kind in ("authentication_error", "permission_error"):
+        return AuthenticationError(node_id, raw_message=message)
+    if status == 402 or kind == "billing_error" or (status == 400 and _CREDIT.search(message)):
+        return BillingError(node_id, raw_message=message)
+    if status == 429:
+        wait = retry_after_from_headers(headers)
+        reset = datetime.now(UTC) + timedelta(seconds=wait or 0.0)
+        return RateLimitError(node_id, reset, raw_message=message)
+    if status == 413 or (400 <= status < 500 and _CONTEXT_PATTERNS.search(message)):
+        return ContextLengthExceededError(node_id, raw_message=message)
+    if status >= 500 or status == 408:
+        error = ServerError(node_id, raw_message=message)
+        error.retry_after = retry_after_from_headers(headers)
+        return error
+    if 400 <= status < 500:
+        return InvalidRequestError(node_id, raw_message=message)
+    return UnknownClaudeError(node_id, raw_message=message)
+
+
+def _thinking_config(thinking: str | int | None) -> dict[str, Any] | None:
+    if thinking is None or thinking == "disabled":
+        return None
+    if thinking == "adaptive":
+        return {"type": "adaptive"}
+    if isinstance(thinking, int) and not isinstance(thinking, bool):
+        return {"type": "enabled", "budget_tokens": thinking}
+    raise ValueError(
+        f"thinking must be 'adaptive', 'disabled', a token budget or None, got {thinking!r}"
+    )
+
+
+async def _close_api_client(client: Any) -> None:
+    await client.close()
+
+
+class _MessagesAdapter(ProviderAdapter[list[dict[str, Any]]]):
+    schema_dialect = "anthropic"
+
+    def __init__(self, llm: ClaudeCodeLLM) -> None:
+        self.llm = llm
+        self.messages: list[dict[str, Any]] | None = None
+        self.last_step: StepResult | None = None
+
+    def initial_messages(self, attempt: Attempt) -> list[dict[str, Any]]:
+        history = list(self.llm._api_history) if self.llm.resume_session else []
+        self.messages = [*history, {"role": "user", "content": attempt.message}]
+        return self.messages
+
+    async def step(
+        self, messages: list[dict[str, Any]], tools: CompiledTools, attempt: Attempt, number: int
+    ) -> StepResult:
+        llm = self.llm
+        node = llm.logging_name
+        request: dict[str, Any] = {
+            "model": llm.model,
+            "max_tokens": llm.max_tokens,
+            "messages": messages,
+            "stream": True,
+        }
+        if llm.system_message:
+            request["system"] = llm.system_message
+        if tools.declarations:
+            request["tools"] = list(tools.declarations)
+        thinking = _thinking_config(llm.thinking)
+        if thinking is not None:
+            request["thinking"] = thinking
+        step = StepResult()
+        blocks: dict[int, dict[str, Any]] = {}
+        text: list[str] = []
+        stopped = False
+        try:
+            client = await llm._api_clients.get()
+            with anyio.fail_after(llm.idle_timeout_seconds or 300.0):
+                stream = await client.messages.create(**request)
+            async with stream:
+                iterator = stream.__aiter__()
+                while True:
+                    with anyio.fail_after(llm.idle_timeout_seconds or 300.0):
+                        try:
+                            event = await iterator.__anext__()
+                        except StopAsyncIteration:
+                            break
+                    stopped = await self._event(event, step, blocks, text, attempt) or stopped
+        except TimeoutError:
+            raise errors.StallError(node, "no stream data within the idle deadline") from None
+        except Exception as exc:
+            raise classify_anthropic_error(exc, node) from None
+        if not stopped:
+            raise errors.IncompleteResponseError(node, "the stream ended before message_stop")
+        step.text = "".join(text)
+        content = [blocks[i] for i in sorted(blocks)]
+        for block in content:
+            if block["type"] == "tool_use":
+                arguments, raw, problem = parse_arguments(block.pop("_json", "") or None)
+                block["input"] = arguments
+                step.tool_calls.append(
+                    ToolCallRequest(block["id"], block["name"], arguments, raw, problem)
+                )
+        step.raw = content
+        if not step.tool_calls and step.finish_reason == "max_tokens":
+            raise MaxOutputTokensError(
+                node, raw_message=f"stopped at max_tokens={llm.max_tokens}", partial_text=step.text
+            )
+        if step.finish_reason == "refusal":
+            raise errors.ContentBlockedError(node, "refusal", step.text or "the model refused")
+        self.last_step = step
+        return step
+
+    async def _event(
+        self,
+        event: Any,
+        step: StepResult,
+        blocks: dict[int, dict[str, Any]],
+        text: list[str],
+        attempt: Attempt,
+    ) -> bool:
+        kind = event.type
+        if kind == "message_start":
+            usage = event.message.usage
+            step.usage = Usage(
+                input_tokens=usage.input_tokens or 0,
+                cache_read_tokens=getattr(usage, "cache_read_input_tokens", 0) or 0,
+                cache_write_tokens=getattr(usage, "cache_creation_input_tokens", 0) or 0,
+            )
+        elif kind == "content_block_start":
+            block = event.content_block.model_dump(exclude_none=True)
+            if block["type"] == "tool_use":
+                block["_json"] = ""
+                await attempt.emit(ToolCallStarted(call_id=block["id"], name=block["name"]))
+            blocks[event.index] = block
+        elif kind == "content_block_delta":
+            block = blocks.setdefault(event.index, {"type": "text", "text": ""})
+            delta = event.delta
+            if delta.type == "text_delta":
+                block["text"] = block.get("text", "") + delta.text
+                text.append(delta.text)
+                await attempt.emit(TextDelta(text=delta.text))
+            elif delta.type == "thinking_delta":
+                block["thinking"] = block.get("thinking", "") + delta.thinking
+                await attempt.emit(ReasoningDelta(text=delta.thinking))
+            elif delta.type == "signature_delta":
+                block["signature"] = block.get("signature", "") + delta.signature
+            elif delta.type == "input_json_delta":
+                block["_json"] = block.get("_json", "") + delta.partial_json
+        elif kind == "message_delta":
+            step.finish_reason = event.delta.stop_reason
+            output = getattr(event.usage, "output_tokens", 0) or 0
+            step.usage = dataclasses.replace(step.usage, output_tokens=output)
+        elif kind == "message_stop":
+            return True
+        return False
+
+    def append_step(
+        self, messages: list[dict[str, Any]], step: StepResult, results: Sequence[ToolCallResult]
+    ) -> None:
+        # The assistant turn goes back verbatim (thinking blocks and their signatures
+        # included: the API checks them), then one user turn with a result per tool_use.
+        messages.append({"role": "assistant", "content": step.raw or []})
+        answered = {r.call_id for r in results}
+        content = [
+            {
+                "type": "tool_result",
+                "tool_use_id": r.call_id,
+                "content": r.output,
+                "is_error": r.is_error,
+            }
+            for r in results
+        ]
+        for call in step.tool_calls:  # every tool_use needs its tool_result
+            if call.call_id not in answered:
+                content.append(
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": call.call_id,
+                        "content": "Error: the tool call was cancelled",
+                        "is_error": True,
+                    }
+                )
+        messages.append({"role": "user", "content": content})
