@@ -19,7 +19,6 @@ never passes the prompt in argv, and logs raw records when asked.
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import tempfile
@@ -197,6 +196,3 @@ def write_private(path: Path, data: str | bytes) -> Path:
     with os.fdopen(fd, "wb") as file:
         file.write(payload)
     return path
-
-
-logging.getLogger("chia_async").addHandler(logging.NullHandler())
