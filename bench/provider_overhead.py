@@ -8,8 +8,9 @@ Rows (goals from the step-4 issue):
 2. wall time of 1000 calls at concurrency 100 with 50 ms server latency, over raw
    AsyncOpenAI doing the same (goal <= 1.2x);
 3. a two-step MCP tool loop (model asks for `add`, then answers) through an in-process MCP
-   server: median per call (goal <= 7 ms; tools/list per iteration is measured by
-   bench/mcp_loop.py, goal 0);
+   server: median per call (goal <= 7 ms) and the MCP requests per run counted by the server
+   (goal: 0 tools/list in steady state), with the default held session and, for contrast,
+   with the session opened per call (``mcp_keepalive = 0``);
 4. KB of memory per in-flight call (tracemalloc peak over 100 concurrent calls; goal <= 60).
 """
 
@@ -17,12 +18,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import statistics
 import time
 import tracemalloc
 from typing import Any
 
 import openai
+import orjson
+from mcp import Client
 
 from chia_async.backends.openai_compat import OpenAICompatLLM
 from chia_async.testing import ParsedRequest, ScriptedModelServer, ToolCall, Turn
@@ -45,13 +49,62 @@ async def raw_call(client: openai.AsyncOpenAI) -> str:
     return "".join(parts)
 
 
-async def timed(fn: Any, n: int) -> list[float]:
-    samples = []
+async def paired(a: Any, b: Any, n: int) -> tuple[float, float]:
+    """Medians of ``a`` and ``b`` sampled alternately, so that load from anything else on the
+    machine weighs on both alike."""
+    xs, ys = [], []
     for _ in range(n):
-        started = time.perf_counter()
-        await fn()
-        samples.append(time.perf_counter() - started)
-    return samples
+        for fn, out in ((a, xs), (b, ys)):
+            started = time.perf_counter()
+            await fn()
+            out.append(time.perf_counter() - started)
+    return statistics.median(xs), statistics.median(ys)
+
+
+async def hand_loop(client: openai.AsyncOpenAI, mcp_client: Any, tool_schema: Any) -> str:
+    """The floor: two raw streamed requests around one call on an MCP client held open."""
+    tools = [
+        {
+            "type": "function",
+            "function": {"name": "calc_add", "description": "Add.", "parameters": tool_schema},
+        }
+    ]
+    messages: list[Any] = [{"role": "user", "content": "add"}]
+    calls: dict[int, dict[str, str]] = {}
+    stream = await client.chat.completions.create(
+        model="m", messages=messages, tools=tools, stream=True, max_tokens=100
+    )
+    async for chunk in stream:
+        for choice in chunk.choices:
+            for frag in choice.delta.tool_calls or ():
+                call = calls.setdefault(frag.index, {"id": "", "name": "", "arguments": ""})
+                call["id"] = frag.id or call["id"]
+                if frag.function:
+                    call["name"] += frag.function.name or ""
+                    call["arguments"] += frag.function.arguments or ""
+    call = calls[0]
+    result = await mcp_client.call_tool("add", orjson.loads(call["arguments"]))
+    messages.append(
+        {
+            "role": "assistant",
+            "tool_calls": [
+                {
+                    "id": call["id"],
+                    "type": "function",
+                    "function": {"name": call["name"], "arguments": call["arguments"]},
+                }
+            ],
+        }
+    )
+    messages.append({"role": "tool", "tool_call_id": call["id"], "content": result.content[0].text})
+    stream = await client.chat.completions.create(
+        model="m", messages=messages, tools=tools, stream=True, max_tokens=100
+    )
+    parts = []
+    async for chunk in stream:
+        for choice in chunk.choices:
+            parts.append(choice.delta.content or "")
+    return "".join(parts)
 
 
 async def concurrent(fn: Any, total: int, width: int) -> float:
@@ -66,16 +119,24 @@ async def concurrent(fn: Any, total: int, width: int) -> float:
     return time.perf_counter() - started
 
 
-def mcp_server() -> Any:
+def mcp_server() -> tuple[Any, collections.Counter[str]]:
+    """An in-process MCP server with one tool, counting the requests it sees per method."""
     from mcp.server import MCPServer
 
+    counts: collections.Counter[str] = collections.Counter()
     server = MCPServer("calc", log_level="WARNING")
+
+    async def count(ctx: Any, call_next: Any) -> Any:
+        counts[ctx.method] += 1
+        return await call_next(ctx)
+
+    server.middleware.append(count)
 
     @server.tool(description="Add two integers.")
     def add(a: int, b: int) -> int:
         return a + b
 
-    return server
+    return server, counts
 
 
 async def main() -> None:
@@ -113,8 +174,8 @@ async def main() -> None:
         ours = llm("text")
         await raw_call(raw)
         await ours.aprompt("hi")
-        raw_t = statistics.median(await timed(lambda: raw_call(raw), calls)) * 1000
-        ours_t = statistics.median(await timed(lambda: ours.aprompt("hi"), calls)) * 1000
+        raw_m, ours_m = await paired(lambda: raw_call(raw), lambda: ours.aprompt("hi"), calls)
+        raw_t, ours_t = raw_m * 1000, ours_m * 1000
         print(
             f"1. per call: raw AsyncOpenAI {raw_t:.2f} ms, OpenAICompatLLM {ours_t:.2f} ms "
             f"-> {ours_t / raw_t:.2f}x (goal <= 1.15x)"
@@ -135,22 +196,36 @@ async def main() -> None:
         )
         await raw_slow.close()
 
-        tools = [ChiaTool.in_process(mcp_server(), name="calc")]
-        looping = llm("tools")
-        await looping.aprompt("add", tools)
-        before = len(server.requests("tools"))
-        loop_t = (
-            statistics.median(
-                await timed(lambda: looping.aprompt("add", tools), max(10, calls // 4))
-            )
-            * 1000
+        server_obj, counts = mcp_server()
+        tools = [ChiaTool.in_process(server_obj, name="calc")]
+        runs = max(20, calls // 2)
+        raw_tools = openai.AsyncOpenAI(
+            base_url=server.base_url("tools") + "/v1", api_key="sk-bench", max_retries=0
         )
-        per_call = (len(server.requests("tools")) - before) / max(10, calls // 4)
-        print(
-            f"3. two-step MCP tool loop (in-process server, {per_call:.0f} model requests "
-            f"per call, MCP session opened per call): median {loop_t:.2f} ms (goal <= 7 ms; "
-            f"tools/list counts per iteration: bench/mcp_loop.py)"
-        )
+        async with Client(server_obj) as mcp_client:
+            schema = (await mcp_client.list_tools()).tools[0].input_schema
+            for keepalive, label in ((60.0, "held session (default)"), (0.0, "opened per call")):
+                looping = llm("tools")
+                looping.mcp_keepalive = keepalive
+                await looping.aprompt("add", tools)  # warm-up: opens (and, if held, keeps) it
+                await hand_loop(raw_tools, mcp_client, schema)
+                before_requests = len(server.requests("tools"))
+                counts.clear()
+                hand_t, loop_t = await paired(
+                    lambda: hand_loop(raw_tools, mcp_client, schema),
+                    lambda: looping.aprompt("add", tools),  # noqa: B023
+                    runs,
+                )
+                per_call = (len(server.requests("tools")) - before_requests) / runs / 2
+                print(
+                    f"3. two-step MCP tool loop, {label}: median {loop_t * 1000:.2f} ms "
+                    f"(goal <= 7 ms) against a hand loop (raw AsyncOpenAI + held mcp.Client) "
+                    f"{hand_t * 1000:.2f} ms -> {loop_t / hand_t:.2f}x; per run: "
+                    f"{per_call:.0f} model requests, "
+                    f"{counts['tools/list'] / runs:.1f} tools/list (goal 0 in steady state)"
+                )
+                await looping.aclose()
+        await raw_tools.close()
 
         tracemalloc.start()
         width = 100

@@ -306,6 +306,9 @@ class LLMCallBase(ABC):
     backend_name: ClassVar[str] = "base"
     #: the QueryResult subclass the backend returns
     result_class: ClassVar[type[QueryResult]] = QueryResult
+    #: provider backends: seconds an unused MCP connection stays open for the next call
+    #: (tools are then neither reconnected nor re-listed); 0 opens them per call
+    mcp_keepalive: float = 60.0
 
     def __init__(
         self,
@@ -352,6 +355,22 @@ class LLMCallBase(ABC):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model={self.model!r}, logging_name={self.logging_name!r})"
 
+    async def aclose(self) -> None:
+        """Close what this object holds on the running event loop — SDK clients, pooled MCP
+        connections (stdio servers stopped) — now rather than when the loop shuts down or the
+        object is garbage-collected. The object stays usable: the next call opens new ones."""
+        from chia_async.loop.clients import LoopLocal
+
+        for value in list(vars(self).values()):
+            if isinstance(value, LoopLocal):
+                await value.aclose_current()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
     # -- the three ways to call --------------------------------------------------------
 
     def stream(self, user_message: str, tools: Sequence[ChiaTool] | None = None) -> EventStream:
@@ -376,25 +395,33 @@ class LLMCallBase(ABC):
         ``result=""``, ``returncode=-1`` and the error in ``error``. Raises errors that
         retrying cannot fix, and rate limits that reset later than the retry cap.
         """
+        message, checked = self._check_call(user_message, tools)
         started = time.monotonic()
-        async with self.stream(user_message, tools) as events:
-            try:
-                async for event in events:
-                    if isinstance(event, Completed):
-                        return event.result
-            except ChiaError as error:
-                if not self._returns_failure(error):
-                    raise
-                return self.result_class(
-                    "",
-                    -1,
-                    error.stderr,
-                    "",
-                    False,
-                    duration_s=time.monotonic() - started,
-                    error=error,
-                )
-        raise UnknownError(self.logging_name, "the call ended without a result")
+        completed: list[QueryResult] = []
+
+        async def keep_result(event: TurnEvent) -> None:
+            if isinstance(event, Completed):
+                completed.append(event.result)
+
+        # No consumer between events here, so the call runs in the caller's own task: no
+        # producer task and no hand-over per event (stream() needs both; this does not).
+        try:
+            await self._drive(message, checked, keep_result)
+        except ChiaError as error:
+            if not self._returns_failure(error):
+                raise
+            return self.result_class(
+                "",
+                -1,
+                error.stderr,
+                "",
+                False,
+                duration_s=time.monotonic() - started,
+                error=error,
+            )
+        if not completed:
+            raise UnknownError(self.logging_name, "the call ended without a result")
+        return completed[-1]
 
     def prompt(self, user_message: str, tools: Sequence[ChiaTool] | None = None) -> QueryResult:
         """Blocking form of :meth:`aprompt`, for sync callers (works inside a running loop

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from chia_async import errors
+from chia_async import errors, sync
 from chia_async.backends import ollama, openai_compat, openai_providers, vertex, vllm
 from chia_async.events import (
     Retrying,
@@ -22,7 +22,7 @@ from chia_async.events import (
     ToolResult,
 )
 from chia_async.loop.runner import parse_arguments
-from chia_async.testing import Fault, ToolCall, Turn
+from chia_async.testing import Fault, ParsedRequest, ToolCall, Turn
 from chia_async.tools import ChiaTool
 
 
@@ -345,3 +345,22 @@ def test_llm_objects_pickle_without_clients(model_server) -> None:
     copy = pickle.loads(pickle.dumps(llm))
     assert copy.prompt("hi").result == "two"
     assert "sk-test-0000" not in repr(copy)
+
+
+def test_sync_calls_hold_their_mcp_session_too(model_server) -> None:
+    from tests.loop.mcp_test_server import build_server
+
+    server, state = build_server()
+    tool = ChiaTool.in_process(server, name="mem")
+
+    def turn(request: ParsedRequest) -> Turn:
+        if request.tool_results:
+            return Turn(text=request.tool_results[0].output)
+        return Turn(tool_calls=[ToolCall(name="mem__add", arguments={"a": 2, "b": 5})])
+
+    model_server.script("s", turn, repeat=True)
+    llm = make(model_server, "s")
+    assert llm.prompt("add", [tool]).result == "7"
+    assert llm.prompt("add", [tool]).result == "7"
+    assert state.methods["tools/list"] == 1
+    sync.run(llm.aclose())  # the held session lives on the facade's loop: close it there

@@ -80,6 +80,19 @@ class LoopLocal(Generic[T]):
                 self._keepers[loop] = keeper
         return value
 
+    def peek(self) -> T | None:
+        """The value for the running loop, if one was built (never builds one)."""
+        return self._values.get(asyncio.get_running_loop())
+
+    async def aclose_current(self) -> None:
+        """Close the running loop's value now (the next :meth:`get` builds a new one)."""
+        loop = asyncio.get_running_loop()
+        keeper = self._keepers.pop(loop, None)
+        if keeper is not None:
+            await keeper.aclose()  # runs the closer and forgets the value
+        else:
+            self._values.pop(loop, None)
+
     def __getstate__(self) -> dict[str, Any]:
         return {"_factory": self._factory, "_closer": self._closer}
 

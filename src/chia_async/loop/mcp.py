@@ -326,6 +326,18 @@ class McpToolbox:
         return tuple(self._connections)
 
     @property
+    def alive(self) -> bool:
+        """Open, and no connection has been lost (a pooled toolbox that is not is replaced)."""
+        return self._state == "open" and not any(
+            c.closed.is_set() or c.lost for c in self._connections.values()
+        )
+
+    @property
+    def stale(self) -> bool:
+        """A server reported that its tools changed: :meth:`list_tools` will re-list it."""
+        return any(c.stale for c in self._connections.values())
+
+    @property
     def revision(self) -> int:
         """Grows whenever a listing changes (a server re-listed after ``list_changed``).
 
@@ -453,6 +465,11 @@ class _Connection:
     @property
     def stale(self) -> bool:
         return self._listed_at != self._changes and self._lost is None
+
+    @property
+    def lost(self) -> bool:
+        """The session ended or is ending (the server went away, or the box is closing)."""
+        return self._lost is not None
 
     def offers(self, name: str) -> bool:
         return name in self._names

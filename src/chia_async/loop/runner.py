@@ -26,7 +26,8 @@ import orjson
 from chia_async.base import Attempt
 from chia_async.events import StepFinished, ToolCallFinished, ToolResult
 from chia_async.loop.mcp import McpToolbox
-from chia_async.loop.schema import CompiledTools, ToolSpec, compile_tools
+from chia_async.loop.pool import open_toolbox
+from chia_async.loop.schema import CompiledTools
 from chia_async.results import QueryResult, Usage
 
 __all__ = ["ProviderAdapter", "StepResult", "ToolCallRequest", "ToolCallResult", "run_tool_loop"]
@@ -127,22 +128,18 @@ async def run_tool_loop(
     max_tool_iterations: int,
     result_fields: dict[str, Any] | None = None,
 ) -> QueryResult:
-    """Drive ``adapter`` until the model stops; return the call's result."""
-    async with McpToolbox(attempt.tools, node_id=attempt.llm.logging_name) as toolbox:
-        specs = [
-            ToolSpec(
-                server=tool.server,
-                name=tool.name,
-                description=tool.description,
-                input_schema=tool.input_schema,
-            )
-            for tool in await toolbox.list_tools()
-        ]
-        compiled = compile_tools(specs, adapter.schema_dialect)
+    """Drive ``adapter`` until the model stops; return the call's result.
+
+    The MCP connections come from the LLM object's pool (:mod:`chia_async.loop.pool`): held
+    across calls, listed once, re-listed (and the declarations recompiled) only after a server
+    reports a change, which is checked before every step.
+    """
+    async with open_toolbox(attempt.llm, attempt.tools) as catalog:
         messages = adapter.initial_messages(attempt)
         steps: list[StepResult] = []
         stop_reason: str | None = None
         for number in range(max(1, max_tool_iterations)):
+            compiled = await catalog.compiled(adapter.schema_dialect)
             step = await adapter.step(messages, compiled, attempt, number)
             steps.append(step)
             await attempt.emit(
@@ -161,7 +158,7 @@ async def run_tool_loop(
                         raw_arguments=call.raw_arguments,
                     )
                 )
-            results = await _run_calls(toolbox, compiled, step.tool_calls)
+            results = await _run_calls(catalog.box, compiled, step.tool_calls)
             for result in results:
                 await attempt.emit(
                     ToolResult(
@@ -185,7 +182,7 @@ async def run_tool_loop(
 
 
 async def _run_calls(
-    toolbox: McpToolbox, compiled: CompiledTools, calls: Sequence[ToolCallRequest]
+    toolbox: McpToolbox | None, compiled: CompiledTools, calls: Sequence[ToolCallRequest]
 ) -> list[ToolCallResult]:
     """Run one step's tool calls concurrently; results keep the calls' order."""
     results: list[ToolCallResult | None] = [None] * len(calls)
@@ -194,7 +191,7 @@ async def _run_calls(
         target = compiled.names.resolve(call.name)
         if call.argument_error is not None:
             output, is_error = f"Error: {call.argument_error}", True
-        elif target is None:
+        elif target is None or toolbox is None:
             output, is_error = f"Error: there is no tool named {call.name!r}", True
         else:
             server, tool = target
