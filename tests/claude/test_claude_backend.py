@@ -173,6 +173,35 @@ async def test_mcp_tool_call_through_a_real_mcp_server(
     assert result.success and result.result.startswith("The sum is")
 
 
+async def test_an_in_process_mcp_server_is_served_on_loopback_for_the_cli(
+    claude_bin, sandbox, model_server
+) -> None:
+    from mcp.server import MCPServer
+
+    server = MCPServer("calc", log_level="WARNING")
+    seen: list[tuple[int, int]] = []
+
+    @server.tool(description="Multiply two integers.")
+    async def mul(a: int, b: int) -> int:
+        seen.append((a, b))
+        return a * b
+
+    def turn(request):
+        if request.tool_results:
+            return Turn(text=f"The product is {request.tool_results[0].output}")
+        return Turn(tool_calls=[ToolCall(name="mcp__calc__mul", arguments={"a": 6, "b": 7})])
+
+    model_server.script("tool", turn)
+    llm = make_llm(claude_bin, sandbox, model_server, "tool")
+    events = await collect(llm, "multiply", [ChiaTool.in_process(server, name="calc")])
+    results = [e for e in events if isinstance(e, ToolResult)]
+    assert seen == [(6, 7)]  # ran in this process, on this loop
+    assert results and "42" in results[0].output and not results[0].is_error
+    assert (
+        events[-1].result.result.startswith("The product is") and "42" in events[-1].result.result
+    )
+
+
 # -- errors ---------------------------------------------------------------------------------
 
 

@@ -144,6 +144,17 @@ class CLIBackend(LLMCallBase):
         )
 
     async def _run(self, attempt: Attempt) -> QueryResult:
+        if not any(tool.transport == "in_process" for tool in attempt.tools):
+            return await self._run_process(attempt)
+        # The CLI is another process: serve in-process MCP servers on loopback for this run
+        # (token-protected) and hand the CLI http tools instead.
+        from chia_async.loop.loopback import loopback_tools
+
+        async with loopback_tools(attempt.tools, node_id=self.logging_name) as tools:
+            attempt.tools = tools
+            return await self._run_process(attempt)
+
+    async def _run_process(self, attempt: Attempt) -> QueryResult:
         scratch = Path(tempfile.mkdtemp(prefix=f"chia-{self.cli_name}-"))
         try:
             invocation = await self._invocation(attempt, scratch)
