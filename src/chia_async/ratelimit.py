@@ -88,7 +88,9 @@ _ABSOLUTE = re.compile(
 )
 
 
-def parse_rate_limit_reset(text: str, now: datetime | None = None) -> datetime | None:
+def parse_rate_limit_reset(
+    text: str, now: datetime | None = None, *, default_zone: tzinfo | None = None
+) -> datetime | None:
     """Return the UTC time at which the limit described in ``text`` resets, or None.
 
     Understands ``resets 4pm (America/Los_Angeles)``, ``resets 4:30pm (Europe/London)``,
@@ -98,6 +100,8 @@ def parse_rate_limit_reset(text: str, now: datetime | None = None) -> datetime |
     after ``now`` in that zone (UTC when no zone is named), computed on the wall clock so a
     DST change in between is honoured; a time that does not exist (spring forward) moves
     past the gap, an ambiguous one (fall back) takes its first occurrence still ahead.
+    ``default_zone`` replaces UTC for a clock time that names no zone (Codex prints its
+    reset times in the local zone of the machine it runs on).
     """
     if not text:
         return None
@@ -115,13 +119,13 @@ def parse_rate_limit_reset(text: str, now: datetime | None = None) -> datetime |
         return (now + timedelta(seconds=seconds)).astimezone(UTC)
 
     for match in _ABSOLUTE.finditer(text):
-        parsed = _absolute(match, now)
+        parsed = _absolute(match, now, default_zone or UTC)
         if parsed is not None:
             return parsed
     return None
 
 
-def _absolute(match: re.Match[str], now: datetime) -> datetime | None:
+def _absolute(match: re.Match[str], now: datetime, default_zone: tzinfo) -> datetime | None:
     hour = int(match.group("hour"))
     minute = int(match.group("minute") or 0)
     ampm = (match.group("ampm") or "").lower().replace(".", "")
@@ -133,7 +137,7 @@ def _absolute(match: re.Match[str], now: datetime) -> datetime | None:
         hour = hour % 12 + (12 if ampm == "pm" else 0)
     if not (0 <= hour <= 23 and 0 <= minute <= 59):
         return None
-    zone = _zone(match.group("tz"))
+    zone = _zone(match.group("tz")) if match.group("tz") else default_zone
     if zone is None:
         return None
     local_now = now.astimezone(zone)
