@@ -8,6 +8,10 @@ on loopback. "Bare" spawns the CLI with asyncio and reads stdout until the first
 line; "chia_async" is the time from `llm.stream()` to its first event. Runs alternate so
 both see the same machine state; the medians and their difference are printed (goal: the
 backend adds at most 5 ms).
+A second row does the same for `codex exec --json` and CodexLLM, a third for
+`gemini --output-format stream-json` and GeminiCLILLM, a fourth for AntigravityLLM on the
+fake `agy` of the tests (a Python stand-in: it measures the backend's own cost in plain-text
+mode, not agy's start-up).
 """
 
 from __future__ import annotations
@@ -21,7 +25,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from chia_async.backends.antigravity import AntigravityLLM
 from chia_async.backends.claude import ClaudeCodeLLM
+from chia_async.backends.codex import CodexLLM
+from chia_async.backends.gemini_cli import GeminiCLILLM
+from chia_async.subprocess.environment import build_child_env
 from chia_async.testing import ScriptedModelServer, Turn
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,7 +59,9 @@ async def bare_first_line(argv: list[str], env: dict[str, str], cwd: str, prompt
     return elapsed
 
 
-async def chia_first_event(llm: ClaudeCodeLLM, prompt: str) -> float:
+async def chia_first_event(
+    llm: ClaudeCodeLLM | CodexLLM | GeminiCLILLM | AntigravityLLM, prompt: str
+) -> float:
     started = time.perf_counter()
     async with llm.stream(prompt) as events:
         await events.__anext__()
@@ -117,6 +127,155 @@ async def main() -> None:
     print(f"ClaudeCodeLLM.stream, first event     median {c:8.1f} ms")
     verdict = "OK" if c - b <= GOAL_MS else "OVER GOAL"
     print(f"overhead {c - b:+.1f} ms (ratio {c / b:.3f}x; goal <= +{GOAL_MS:.0f} ms): {verdict}")
+    await codex_row(args.runs)
+    await gemini_row(args.runs)
+    await agy_row(args.runs)
+
+
+async def codex_row(runs: int) -> None:
+    """The same measurement for `codex exec --json` (CodexLLM with a per-run provider)."""
+    cli = os.environ.get("CHIA_CODEX_BIN") or str(ROOT / ".ci-cache" / "npm" / "bin" / "codex")
+    if not os.path.exists(cli):
+        print(f"codex not found at {cli}: run .ci/install-clis (codex row skipped)")
+        return
+    with tempfile.TemporaryDirectory() as scratch:
+        home, work = Path(scratch) / "home", Path(scratch) / "work"
+        home.mkdir()
+        work.mkdir()
+        async with ScriptedModelServer() as server:
+            server.script("bench", [Turn(text="pong")], repeat=True)
+            base_url = server.base_url("bench") + "/v1"
+            child_env = {"HOME": str(home), "OPENAI_API_KEY": "sk-bench"}
+            llm = CodexLLM(
+                model="gpt-5.5",
+                codex_bin=cli,
+                env=child_env,
+                work_dir=str(work),
+                base_url=base_url,
+                retries=0,
+            )
+            # the exact argv and environment the backend uses. The environment matters more
+            # than for claude: every CA-bundle variable the allowlist passes on
+            # (SSL_CERT_FILE, CURL_CA_BUNDLE, ...) costs codex ~100 ms of start-up
+            env = build_child_env(
+                allow=CodexLLM.env_allowlist,
+                explicit={"CODEX_HOME": str(home / ".codex"), **child_env},
+            )
+            config = [
+                "model_auto_compact_token_limit=200000",
+                'model_provider="chia"',
+                'model_providers.chia.name="chia"',
+                f'model_providers.chia.base_url="{base_url}"',
+                'model_providers.chia.wire_api="responses"',
+                "model_providers.chia.request_max_retries=1",
+                "model_providers.chia.stream_max_retries=1",
+                'model_providers.chia.env_key="OPENAI_API_KEY"',
+            ]
+            argv = [
+                cli,
+                "exec",
+                "--json",
+                "--skip-git-repo-check",
+                "--dangerously-bypass-approvals-and-sandbox",
+                "--model",
+                "gpt-5.5",
+            ]
+            for item in config:
+                argv += ["-c", item]
+            argv.append("-")  # the prompt on stdin
+            await chia_first_event(llm, "ping")  # warm caches (and create CODEX_HOME)
+            await bare_first_line(argv, env, str(work), b"ping")
+            bare, chia = [], []
+            for _ in range(runs):
+                bare.append(await bare_first_line(argv, env, str(work), b"ping"))
+                chia.append(await chia_first_event(llm, "ping"))
+    b, c = statistics.median(bare) * 1000, statistics.median(chia) * 1000
+    print(f"bare codex CLI, first stdout line    median {b:8.1f} ms  ({runs} runs)")
+    print(f"CodexLLM.stream, first event          median {c:8.1f} ms")
+    verdict = "OK" if c - b <= GOAL_MS else "OVER GOAL"
+    print(f"overhead {c - b:+.1f} ms (ratio {c / b:.3f}x; goal <= +{GOAL_MS:.0f} ms): {verdict}")
+
+
+def report(name: str, backend: str, bare: list[float], chia: list[float]) -> None:
+    b, c = statistics.median(bare) * 1000, statistics.median(chia) * 1000
+    print(
+        f"bare {name}, first stdout line{'':<{max(1, 9 - len(name))}}median {b:8.1f} ms  "
+        f"({len(bare)} runs)"
+    )
+    print(f"{backend}.stream, first event{'':<{max(1, 16 - len(backend))}}median {c:8.1f} ms")
+    verdict = "OK" if c - b <= GOAL_MS else "OVER GOAL"
+    print(f"overhead {c - b:+.1f} ms (ratio {c / b:.3f}x; goal <= +{GOAL_MS:.0f} ms): {verdict}")
+
+
+async def gemini_row(runs: int) -> None:
+    """`gemini --output-format stream-json` against GeminiCLILLM, first event = `init`.
+
+    The bare CLI gets the same per-run config home the backend writes (settings with
+    telemetry to a file, maxAttempts...), built once: the difference is what the backend
+    adds per call (its scratch directory and config home, the spawn, the parse).
+    """
+    cli = os.environ.get("CHIA_GEMINI_BIN") or str(ROOT / ".ci-cache" / "npm" / "bin" / "gemini")
+    if not os.path.exists(cli):
+        print(f"gemini not found at {cli}: run .ci/install-clis (gemini row skipped)")
+        return
+    model = "gemini-2.5-pro"  # a fixed model: no router request before the answer
+    with tempfile.TemporaryDirectory() as scratch:
+        home, work, bare_dir = (Path(scratch) / d for d in ("home", "work", "bare"))
+        for directory in (home, work, bare_dir):
+            directory.mkdir()
+        async with ScriptedModelServer() as server:
+            server.script("bench", [Turn(text="pong")], repeat=True)
+            child_env = {"HOME": str(home), "GOOGLE_GEMINI_BASE_URL": server.base_url("bench")}
+            llm = GeminiCLILLM(
+                model=model,
+                gemini_bin=cli,
+                api_key="sk-bench",
+                env=child_env,
+                work_dir=str(work),
+                retries=0,
+            )
+            config_home, _ = llm._prepare_home(bare_dir, (), {})
+            (bare_dir / "tmp").mkdir()
+            env = build_child_env(
+                allow=GeminiCLILLM.env_allowlist,
+                explicit={
+                    "GEMINI_CLI_HOME": str(config_home),
+                    "TMPDIR": str(bare_dir / "tmp"),
+                    "GEMINI_API_KEY": "sk-bench",
+                    **child_env,
+                },
+            )
+            argv = [cli, "-m", model, "--output-format", "stream-json", "--approval-mode", "yolo"]
+            await chia_first_event(llm, "ping")  # warm caches
+            await bare_first_line(argv, env, str(work), b"ping")
+            bare, chia = [], []
+            for _ in range(runs):
+                bare.append(await bare_first_line(argv, env, str(work), b"ping"))
+                chia.append(await chia_first_event(llm, "ping"))
+    report("gemini CLI", "GeminiCLILLM", bare, chia)
+
+
+async def agy_row(runs: int) -> None:
+    """AntigravityLLM against the bare fake `agy` (tests/antigravity/fake_agy.py)."""
+    fake = ROOT / "tests" / "antigravity" / "fake_agy.py"
+    with tempfile.TemporaryDirectory() as scratch:
+        home, work = Path(scratch) / "home", Path(scratch) / "work"
+        home.mkdir()
+        work.mkdir()
+        agy = Path(scratch) / "agy"
+        agy.write_text(f'#!/bin/sh\nexec {sys.executable} {fake} "$@"\n')
+        agy.chmod(0o755)
+        child_env = {"HOME": str(home), "FAKE_AGY_MODE": "answer"}
+        llm = AntigravityLLM(agy_bin=str(agy), env=child_env, work_dir=str(work), retries=0)
+        env = build_child_env(allow=AntigravityLLM.env_allowlist, explicit=child_env)
+        argv = [str(agy), "--dangerously-skip-permissions", "--print-timeout", "595s"]
+        await chia_first_event(llm, "ping")
+        await bare_first_line(argv, env, str(work), b"ping")
+        bare, chia = [], []
+        for _ in range(runs):
+            bare.append(await bare_first_line(argv, env, str(work), b"ping"))
+            chia.append(await chia_first_event(llm, "ping"))
+    report("fake agy", "AntigravityLLM", bare, chia)
 
 
 if __name__ == "__main__":

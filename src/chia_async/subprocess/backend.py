@@ -10,6 +10,10 @@ A CLI backend fills in three hooks and inherits the rest:
 * :meth:`CLIBackend._finish` — the run's result from the parser and the process outcome,
   or the typed error.
 
+A CLI that prints plain text rather than JSONL sets ``stdout_format = "text"``: its stdout
+is then not framed into records but passed on as it arrives, each read through
+:meth:`CLIBackend._text_events` (``TextDelta`` by default).
+
 The base runs the process under :class:`~chia_async.subprocess.process.SupervisedProcess`
 (own process group, concurrent stdout/stderr drains, line framing without a 64 KiB limit,
 total and idle deadlines, TERM→KILL teardown on every exit path), builds the child
@@ -20,27 +24,33 @@ never passes the prompt in argv, and logs raw records when asked.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 import orjson
 
 from chia_async._event_base import TurnEvent
 from chia_async.base import Attempt, LLMCallBase
-from chia_async.events import Raw
+from chia_async.events import Raw, TextDelta
 from chia_async.redaction import register_secret
 from chia_async.results import QueryResult
 from chia_async.subprocess.discovery import find_cli
 from chia_async.subprocess.environment import build_child_env
-from chia_async.subprocess.framing import Diagnostic
+from chia_async.subprocess.framing import Diagnostic, TextChunk
 from chia_async.subprocess.process import ProcessOutcome, ProcessSpec, SupervisedProcess
 
 __all__ = ["CLIBackend", "Invocation", "RecordParser"]
+
+# Environment variable names that hold credentials (ANTHROPIC_API_KEY, GH_TOKEN, AWS_SECRET_*,
+# *_PASSWORD, ...); their values are masked in logs, errors and events. Paths and other
+# settings are not, so that they stay readable in diagnostics.
+_SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL|AUTH|COOKIE|SESSION", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -80,6 +90,9 @@ class CLIBackend(LLMCallBase):
     env_allowlist: ClassVar[tuple[str, ...]] = ()
     #: source name for Raw events of non-JSON lines
     raw_source: ClassVar[str] = "cli"
+    #: ``"jsonl"``: stdout records go to the parser; ``"text"``: plain-text stdout goes,
+    #: read by read, to :meth:`_text_events` (and ``stdout`` of ``_finish`` is the text)
+    stdout_format: ClassVar[Literal["jsonl", "text"]] = "jsonl"
 
     def __init__(
         self,
@@ -113,8 +126,8 @@ class CLIBackend(LLMCallBase):
         self.log_stream = log_stream
         self.log_all = log_all
         self.log_events = log_stream
-        for value in self.env.values():
-            if len(value) >= 16:  # long values are likely tokens; mask them everywhere
+        for name, value in self.env.items():
+            if _SECRET_NAME.search(name):  # a credential: mask it wherever it might show
                 register_secret(value)
 
     # -- hooks -----------------------------------------------------------------------------
@@ -132,6 +145,14 @@ class CLIBackend(LLMCallBase):
         self, attempt: Attempt, parser: RecordParser, outcome: ProcessOutcome, stdout: str
     ) -> QueryResult:
         """The run's result, or raise its typed error."""
+
+    def _text_events(self, parser: RecordParser, text: str) -> list[TurnEvent]:
+        """The events for one read of a plain-text CLI's stdout (``stdout_format="text"``).
+
+        Called as the text arrives; a backend that must see more before it can tell an
+        answer from an error message overrides it to hold text back in its parser.
+        """
+        return [TextDelta(text=text)]
 
     # -- the run -----------------------------------------------------------------------------
 
@@ -169,12 +190,20 @@ class CLIBackend(LLMCallBase):
                 stdin=invocation.stdin,
                 total_timeout=attempt.remaining(),
                 idle_timeout=self.idle_timeout_seconds,
+                stdout_format=self.stdout_format,
             )
             parser = self._new_parser()
             lines: list[str] = []
             self.logger.debug("%s: running %s", self.logging_name, " ".join(spec.argv[:1]))
             async with SupervisedProcess(spec, node_id=self.logging_name) as process:
                 async for record in process.records():
+                    if isinstance(record, TextChunk):
+                        lines.append(record.text)
+                        if self.log_all:
+                            attempt.log_raw(self.raw_source, record.text)
+                        for event in self._text_events(parser, record.text):
+                            await attempt.emit(event)
+                        continue
                     if isinstance(record, Diagnostic):
                         lines.append(record.text)
                         await attempt.emit(
@@ -191,7 +220,8 @@ class CLIBackend(LLMCallBase):
                 outcome = await process.wait()
             if self.log_all and outcome.stderr_tail:
                 attempt.log_raw(f"{self.raw_source}:stderr", outcome.stderr_tail)
-            return await self._finish(attempt, parser, outcome, "\n".join(lines))
+            joiner = "" if self.stdout_format == "text" else "\n"
+            return await self._finish(attempt, parser, outcome, joiner.join(lines))
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
 

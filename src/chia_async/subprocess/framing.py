@@ -32,6 +32,7 @@ __all__ = [
     "Diagnostic",
     "JsonlFramer",
     "Record",
+    "TextChunk",
     "decode_line",
     "parse_record",
     "parse_records",
@@ -56,7 +57,18 @@ class Diagnostic:
     text: str
 
 
-#: what one stdout line becomes
+@dataclass(frozen=True, slots=True)
+class TextChunk(Diagnostic):
+    """Stdout text of a CLI that prints plain text, not JSONL (``stdout_format="text"``).
+
+    One chunk per read, as it arrived: not a line, never stripped or skipped, decoded
+    incrementally (a character split across reads is whole in the next chunk). It is a
+    :class:`Diagnostic` — stdout text that is not a record — so code that knows only JSONL
+    records and diagnostics still handles it.
+    """
+
+
+#: what one stdout line (or, in text mode, one read) becomes
 Record: TypeAlias = dict[str, Any] | Diagnostic
 
 

@@ -23,7 +23,9 @@ What the supervisor guarantees, whatever the child does:
 * **No line limit but the one you set.** stdout is read in 256 KiB chunks into a
   :class:`~chia_async.subprocess.framing.JsonlFramer` (never ``readline``, whose 64 KiB
   limit is the classic failure); stderr keeps only its last :attr:`ProcessSpec.stderr_tail`
-  bytes.
+  bytes. A CLI that prints plain text instead (``stdout_format="text"``) gets no framing:
+  each read becomes a :class:`~chia_async.subprocess.framing.TextChunk`, decoded
+  incrementally.
 * **Deadlines.** ``total_timeout`` bounds the whole ``async with`` block
   (:class:`~chia_async.errors.TimeoutError`); ``idle_timeout`` bounds each wait for stdout
   (:class:`~chia_async.errors.StallError`); after :meth:`SupervisedProcess.mark_terminal`,
@@ -44,6 +46,7 @@ POSIX only: process groups and signals are what make the guarantees possible.
 from __future__ import annotations
 
 import atexit
+import codecs
 import contextlib
 import logging
 import math
@@ -54,7 +57,7 @@ import threading
 import types
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Self
+from typing import Literal, Self
 
 import anyio
 import anyio.lowlevel
@@ -73,6 +76,7 @@ from chia_async.subprocess.framing import (
     DEFAULT_LINE_LIMIT,
     JsonlFramer,
     Record,
+    TextChunk,
     decode_line,
     parse_records,
 )
@@ -205,6 +209,10 @@ class ProcessSpec:
     stdin: bytes | None = None
     #: cap on one stdout line, in bytes; a longer line fails the run
     line_limit: int = DEFAULT_LINE_LIMIT
+    #: ``"jsonl"``: stdout is cut into lines, each a JSON record or a Diagnostic;
+    #: ``"text"``: stdout is plain text, passed on as it arrives, one TextChunk per read
+    #: (no line framing, so no line limit)
+    stdout_format: Literal["jsonl", "text"] = "jsonl"
     #: how many bytes of stderr to keep: the last ones
     stderr_tail: int = 64 * 1024
     #: bound on the whole ``async with`` block
@@ -231,6 +239,8 @@ class ProcessSpec:
             raise TypeError("stdin must be bytes or None")
         if isinstance(self.line_limit, bool) or self.line_limit < 1:
             raise ValueError("line_limit must be a positive int")
+        if self.stdout_format not in ("jsonl", "text"):
+            raise ValueError(f"stdout_format must be 'jsonl' or 'text', got {self.stdout_format!r}")
         if self.stderr_tail < 0:
             raise ValueError("stderr_tail must be >= 0")
         for name in ("total_timeout", "idle_timeout"):
@@ -278,7 +288,8 @@ class ProcessOutcome:
 
 class RecordStream(AsyncIterator[Record]):
     """The stdout records of one process, in order: JSON objects and
-    :class:`~chia_async.subprocess.framing.Diagnostic` lines.
+    :class:`~chia_async.subprocess.framing.Diagnostic` lines (in text mode:
+    :class:`~chia_async.subprocess.framing.TextChunk` reads).
 
     Ends when stdout ends. If the output failed — a line over the cap
     (:class:`~chia_async.errors.OutputLineTooLongError`), the idle deadline
@@ -602,6 +613,12 @@ class SupervisedProcess:
         stream = process.stdout
         assert stream is not None
         framer = JsonlFramer(self.spec.line_limit, node_id=self.node_id)
+        # text mode: bytes -> str as they come; a character cut between reads waits here
+        text = (
+            codecs.getincrementaldecoder("utf-8")("replace")
+            if self.spec.stdout_format == "text"
+            else None
+        )
         idle = self.spec.idle_timeout
         try:
             async with send:
@@ -623,10 +640,19 @@ class SupervisedProcess:
                                 self._stall(idle)
                                 return
                             chunk = received
+                        if text is not None:
+                            decoded = text.decode(chunk)
+                            if decoded:
+                                await send.send([TextChunk(decoded)])
+                            continue
                         lines = framer.feed(chunk)
                         if lines:
                             await send.send(parse_records(lines))
                 except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
+                    if text is not None:
+                        rest = text.decode(b"", final=True)
+                        if rest:
+                            await send.send([TextChunk(rest)])
                     last = framer.flush()
                     if last:
                         await send.send(parse_records(last))
