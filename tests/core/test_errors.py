@@ -26,6 +26,7 @@ BACKEND_MODULES = [
     "codex",
     "opencode",
     "openai_compat",
+    "gemini_cli",  # beyond the reference
 ]
 RESET = datetime(2026, 11, 25, 0, 0, tzinfo=UTC)
 
@@ -156,6 +157,7 @@ def test_unknown_classes_are_unknown_errors() -> None:
         ("bedrock", "UnknownBedrockError"),
         ("vertex", "UnknownVertexError"),
         ("openai_compat", "UnknownOpenAIError"),
+        ("gemini_cli", "UnknownGeminiCLIError"),
     ]:
         cls = getattr(importlib.import_module(f"chia_async.backends.{module_name}"), unknown)
         assert issubclass(cls, errors.UnknownError)
