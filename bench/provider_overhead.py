@@ -11,7 +11,11 @@ Rows (goals from the step-4 issue):
    server: median per call (goal <= 7 ms) and the MCP requests per run counted by the server
    (goal: 0 tools/list in steady state), with the default held session and, for contrast,
    with the session opened per call (``mcp_keepalive = 0``);
-4. KB of memory per in-flight call (tracemalloc peak over 100 concurrent calls; goal <= 60).
+4. KB of memory per in-flight call (tracemalloc peak over 100 concurrent calls; goal <= 60);
+5. median per-call latency of BedrockLLM.aprompt over a raw aioboto3 ConverseStream of the same
+   turn (goal <= 1.15x);
+6. median per-call latency of VertexGeminiLLM.aprompt over a raw google-genai (Vertex mode)
+   stream of the same turn (goal <= 1.15x).
 """
 
 from __future__ import annotations
@@ -236,6 +240,123 @@ async def main() -> None:
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         print(f"4. memory per in-flight call: {(peak - base) / width / 1024:.1f} KB (goal <= 60)")
+
+        await bedrock_row(server, calls)
+        await vertex_row(server, calls)
+
+
+# -- Bedrock and Vertex Gemini against their raw SDKs -----------------------------------------
+
+BEDROCK_MODEL = "anthropic.claude-3-5-sonnet-20240620-v1:0"
+BEDROCK_KEYS = {"aws_access_key_id": "AKIABENCH", "aws_secret_access_key": "bench-secret"}
+
+
+async def raw_bedrock_call(client: Any) -> str:
+    response = await client.converse_stream(
+        modelId=BEDROCK_MODEL,
+        messages=[{"role": "user", "content": [{"text": "hi"}]}],
+        inferenceConfig={"maxTokens": 100},
+    )
+    stream = response["stream"]
+    parts = []
+    try:
+        async for event in stream:
+            delta = event.get("contentBlockDelta")
+            if delta is not None and "text" in delta["delta"]:
+                parts.append(delta["delta"]["text"])
+    finally:
+        stream.close()
+    return "".join(parts)
+
+
+async def bedrock_row(server: ScriptedModelServer, calls: int) -> None:
+    """BedrockLLM.aprompt over a raw aioboto3 ConverseStream of the same turn."""
+    import aioboto3
+    import botocore.config
+
+    from chia_async.backends.bedrock import BedrockLLM
+
+    server.script("bedrock", [Turn(text="hello there", chunks=2)], repeat=True)
+    endpoint = server.base_url("bedrock")
+    ours = BedrockLLM(
+        BEDROCK_MODEL,
+        region="us-east-1",
+        retries=0,
+        logging_level=30,
+        client_kwargs={"endpoint_url": endpoint, **BEDROCK_KEYS},
+    )
+    config = botocore.config.Config(retries={"total_max_attempts": 1, "mode": "standard"})
+    async with aioboto3.Session().client(
+        "bedrock-runtime",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        config=config,
+        **BEDROCK_KEYS,
+    ) as raw:
+        await raw_bedrock_call(raw)
+        await ours.aprompt("hi")
+        raw_m, ours_m = await paired(
+            lambda: raw_bedrock_call(raw), lambda: ours.aprompt("hi"), calls
+        )
+    await ours.aclose()
+    print(
+        f"5. per call: raw aioboto3 ConverseStream {raw_m * 1000:.2f} ms, BedrockLLM "
+        f"{ours_m * 1000:.2f} ms -> {ours_m / raw_m:.2f}x (goal <= 1.15x)"
+    )
+
+
+async def raw_gemini_call(client: Any, config: Any) -> str:
+    parts = []
+    async for chunk in await client.aio.models.generate_content_stream(
+        model="gemini-2.5-flash", contents="hi", config=config
+    ):
+        parts.append(chunk.text or "")
+    return "".join(parts)
+
+
+async def vertex_row(server: ScriptedModelServer, calls: int) -> None:
+    """VertexGeminiLLM.aprompt over a raw google-genai (Vertex mode) stream of the same turn."""
+    import warnings
+
+    import google.oauth2.credentials
+    from google import genai
+    from google.genai import types
+
+    from chia_async.backends.vertex import VertexGeminiLLM
+
+    # google-genai subclasses aiohttp.ClientSession, which aiohttp reports; not ours to fix
+    warnings.filterwarnings("ignore", "Inheritance class AiohttpClientSession", DeprecationWarning)
+    server.script("gemini", [Turn(text="hello there", chunks=2)], repeat=True)
+    credentials = google.oauth2.credentials.Credentials(token="ya29.bench")
+    options = {"base_url": server.base_url("gemini")}
+    ours = VertexGeminiLLM(
+        "gemini-2.5-flash",
+        project="bench",
+        location="us-central1",
+        retries=0,
+        logging_level=30,
+        client_kwargs={"credentials": credentials, "http_options": options},
+    )
+    raw = genai.Client(
+        vertexai=True,
+        project="bench",
+        location="us-central1",
+        credentials=credentials,
+        http_options=types.HttpOptions(**options, retry_options=types.HttpRetryOptions(attempts=1)),
+    )
+    config = types.GenerateContentConfig(max_output_tokens=100)
+    await raw_gemini_call(raw, config)
+    await ours.aprompt("hi")
+    raw_m, ours_m = await paired(
+        lambda: raw_gemini_call(raw, config), lambda: ours.aprompt("hi"), calls
+    )
+    await raw.aio.aclose()
+    raw.close()
+    await ours.aclose()
+    print(
+        f"6. per call: raw google-genai stream {raw_m * 1000:.2f} ms, VertexGeminiLLM "
+        f"{ours_m * 1000:.2f} ms -> {ours_m / raw_m:.2f}x (goal <= 1.15x)"
+    )
 
 
 if __name__ == "__main__":

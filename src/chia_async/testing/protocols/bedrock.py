@@ -178,7 +178,10 @@ class BedrockProtocol(Protocol):
     def parse(self, method: str, path: str, query: str, body: Any) -> ParsedRequest | None:
         """Read a Converse request; None for CountTokens.
 
-        Raises ValueError when the body is not a JSON object (the core answers 400).
+        Raises ValueError when the body is not a JSON object, or when the conversation breaks
+        a rule the service enforces (roles alternate starting with the user, no blank text,
+        a toolResult for every toolUse of the turn before, ``toolConfig`` present when tool
+        blocks are): the core answers 400 ``ValidationException``, as the service does.
         """
         route = _ROUTE.match(path)
         if route is None or route["op"] == "count-tokens":
@@ -188,6 +191,7 @@ class BedrockProtocol(Protocol):
         doc = body
         messages = [m for m in _list(doc.get("messages")) if isinstance(m, Mapping)]
         tools = _list(_mapping(doc.get("toolConfig")).get("tools"))
+        _check_conversation(messages, has_tools=bool(tools))
         max_tokens = _mapping(doc.get("inferenceConfig")).get("maxTokens")
         return ParsedRequest(
             protocol=self.name,
@@ -518,6 +522,54 @@ def _last_user_text(messages: Sequence[Mapping[str, Any]]) -> str:
         if texts:
             return "\n".join(texts)
     return ""
+
+
+def _check_conversation(messages: Sequence[Mapping[str, Any]], *, has_tools: bool) -> None:
+    """Refuse what the live service refuses, in its words."""
+    expected: list[str] = []  # toolUse ids of the assistant turn just before
+    for i, message in enumerate(messages):
+        role = message.get("role")
+        if i == 0 and role != "user":
+            raise ValueError(
+                "A conversation must start with a user message. Try again with a conversation "
+                "that starts with a user message."
+            )
+        if i > 0 and role == messages[i - 1].get("role"):
+            raise ValueError(
+                "A conversation must alternate between user and assistant roles. Make sure the "
+                "conversation alternates between user and assistant roles and try again."
+            )
+        results: list[str] = []
+        uses: list[str] = []
+        for j, block in enumerate(_list(message.get("content"))):
+            block = _mapping(block)
+            if "text" in block and not str(block["text"]).strip():
+                raise ValueError(
+                    f"The text field in the ContentBlock object at messages.{i}.content.{j} is "
+                    "blank. Add text to the text field, and try again."
+                )
+            if ("toolUse" in block or "toolResult" in block) and not has_tools:
+                raise ValueError(
+                    "The toolConfig field must be defined when using toolUse and toolResult "
+                    "content blocks."
+                )
+            if "toolUse" in block:
+                tool_use = _mapping(block["toolUse"])
+                if not isinstance(tool_use.get("input"), Mapping):
+                    raise ValueError(
+                        f"The format of the value at messages.{i}.content.{j}.toolUse.input is "
+                        "invalid. Provide a json object for the field and try again."
+                    )
+                uses.append(str(tool_use.get("toolUseId", "")))
+            if "toolResult" in block:
+                results.append(str(_mapping(block["toolResult"]).get("toolUseId", "")))
+        missing = [call_id for call_id in expected if call_id not in results]
+        if role == "user" and missing:
+            raise ValueError(
+                f"Expected toolResult blocks at messages.{i}.content for the following Ids: "
+                f"{', '.join(missing)}"
+            )
+        expected = uses
 
 
 def _tool_results(messages: Sequence[Mapping[str, Any]]) -> Iterator[ToolResultSeen]:

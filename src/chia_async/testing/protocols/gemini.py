@@ -160,7 +160,9 @@ class GeminiProtocol(Protocol):
     def parse(self, method: str, path: str, query: str, body: Any) -> ParsedRequest | None:
         """Read a generate request; None for ``countTokens`` and model lookups.
 
-        Raises ValueError when the body is not a JSON object (the core answers 400).
+        Raises ValueError when the body is not a JSON object, or when a function's
+        ``parameters`` use a field the service's ``Schema`` does not have (the core answers
+        400, as the service does).
         """
         route = _METHOD_ROUTE.match(unquote(path))
         if route is None or route["method"] == "countTokens":
@@ -168,6 +170,7 @@ class GeminiProtocol(Protocol):
         if not isinstance(body, Mapping):
             raise ValueError("the request body must be a JSON object")
         doc = body
+        _check_declarations(_list(doc.get("tools")))
         contents = [c for c in _list(doc.get("contents")) if isinstance(c, Mapping)]
         config = _mapping(_field(doc, "generationConfig"))
         max_tokens = _field(config, "maxOutputTokens")
@@ -576,6 +579,71 @@ def _last_user_text(contents: Sequence[Mapping[str, Any]]) -> str:
         if texts:
             return "\n".join(texts)
     return ""
+
+
+# The fields of the service's ``Schema`` message, in both proto-JSON spellings; anything else
+# in ``functionDeclarations[].parameters`` is refused ("Unknown name"). ``parametersJsonSchema``
+# takes full JSON Schema and is not checked.
+_SCHEMA_FIELDS: Final = frozenset(
+    spelling
+    for name in (
+        "type",
+        "format",
+        "title",
+        "description",
+        "nullable",
+        "default",
+        "items",
+        "minItems",
+        "maxItems",
+        "enum",
+        "properties",
+        "propertyOrdering",
+        "required",
+        "minProperties",
+        "maxProperties",
+        "minLength",
+        "maxLength",
+        "pattern",
+        "example",
+        "anyOf",
+        "minimum",
+        "maximum",
+    )
+    for spelling in (name, re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower())
+)
+
+
+def _check_declarations(tools: Sequence[Any]) -> None:
+    for t, tool in enumerate(tools):
+        declarations = _list(_field(_mapping(tool), "functionDeclarations"))
+        for d, declaration in enumerate(declarations):
+            parameters = _mapping(declaration).get("parameters")
+            if parameters is not None:
+                _check_schema(parameters, f"tools[{t}].function_declarations[{d}].parameters")
+
+
+def _check_schema(node: Any, where: str) -> None:
+    """Refuse what the live service refuses, in its words."""
+    if not isinstance(node, Mapping):
+        raise ValueError(f"Invalid JSON payload received. Expected an object at '{where}'.")
+    for key, value in node.items():
+        if key not in _SCHEMA_FIELDS:
+            raise ValueError(
+                f"Invalid JSON payload received. Unknown name \"{key}\" at '{where}': "
+                "Cannot find field."
+            )
+        if key == "type" and not isinstance(value, str):
+            raise ValueError(
+                f"Invalid JSON payload received. Proto field is not repeating, cannot start "
+                f"list. at '{where}.type'"
+            )
+    for name, sub in _mapping(node.get("properties")).items():
+        _check_schema(sub, f"{where}.properties[{name}].value")
+    if node.get("items") is not None:
+        _check_schema(node["items"], f"{where}.items")
+    for i, sub in enumerate(_list(_field(node, "anyOf"))):
+        _check_schema(sub, f"{where}.any_of[{i}]")
 
 
 def _tool_names(tools: Sequence[Any]) -> Iterator[str]:
