@@ -149,3 +149,20 @@ async def test_resume_session_keeps_the_history(model_server) -> None:
     second = [r for r in model_server.requests("chat") if r.parsed][-1].body["messages"]
     assert [m["role"] for m in second] == ["user", "assistant", "user"]
     assert "avocado" in str(second[0]["content"])
+
+
+async def test_the_history_travels_in_the_result_to_another_object(model_server) -> None:
+    import pickle
+
+    model_server.script("chat", [Turn(text="first"), Turn(text="second")])
+    worker_a = make(model_server, "chat", resume_session=True)
+    first = await worker_a.aprompt("remember avocado")
+    assert first.session is not None and first.session_transcript
+    shipped = pickle.loads(pickle.dumps(first))  # e.g. back from a Ray worker
+    worker_b = make(model_server, "chat")
+    worker_b.restore_session(shipped)
+    second = await worker_b.aprompt("which word?")
+    sent = [r for r in model_server.requests("chat") if r.parsed][-1].body["messages"]
+    assert [m["role"] for m in sent] == ["user", "assistant", "user"]
+    assert "avocado" in str(sent[0]["content"]) and "first" in str(sent[1]["content"])
+    assert second.session.session_id == first.session.session_id

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -47,7 +48,7 @@ from chia_async.loop.runner import (
 from chia_async.loop.schema import CompiledTools
 from chia_async.ratelimit import parse_rate_limit_event, parse_rate_limit_reset, parse_reset_value
 from chia_async.redaction import register_secret
-from chia_async.results import ClaudeCodeQueryResult, QueryResult, Usage
+from chia_async.results import ClaudeCodeQueryResult, QueryResult, SessionRef, Usage
 from chia_async.retry import retry_after_from_headers
 from chia_async.subprocess.backend import CLIBackend, Invocation, RecordParser, write_private
 from chia_async.subprocess.process import ProcessOutcome
@@ -693,6 +694,16 @@ class ClaudeCodeLLM(CLIBackend):
         if self.resume_session and adapter.messages is not None:
             final = adapter.last_step.raw if adapter.last_step is not None else None
             self._api_history = [*adapter.messages, {"role": "assistant", "content": final or []}]
+            # The conversation travels in the result like the CLI's transcript does, so
+            # restore_session(result) continues it on another machine.
+            self.session_id = self.session_id or f"api-{uuid.uuid4()}"
+            result = dataclasses.replace(
+                result,
+                session=SessionRef(
+                    backend="claude_code_api", session_id=self.session_id, model=self.model
+                ),
+                session_transcript=orjson.dumps(self._api_history),
+            )
         return result
 
     def __repr__(self) -> str:
@@ -710,6 +721,8 @@ class ClaudeCodeLLM(CLIBackend):
         self.resume_session = True
         self.session_id = result.session.session_id
         self.session_transcript = result.session_transcript
+        if result.session.backend == "claude_code_api":
+            self._api_history = orjson.loads(result.session_transcript or b"[]")
 
     def _cwd(self) -> str:
         return os.path.realpath(self.work_dir or os.getcwd())
