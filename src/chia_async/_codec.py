@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import importlib
 import sys
 import types
 import typing
@@ -57,9 +58,18 @@ def tagged_from_dict(base: type[Any], data: Mapping[str, Any]) -> Any:
 
 _kinds: dict[tuple[type[Any], str], type[Any]] = {}
 
+# Kinds defined in modules that may not be imported yet in the process that decodes (a fresh
+# process reading `chia-async run --json` output, a Ray driver): imported on a miss.
+_DEFINED_IN = {
+    "gemini_cli_query_result": "chia_async.backends.gemini_cli",
+    "opencode_query_result": "chia_async.backends.opencode",
+}
+
 
 def _subclass_for_kind(base: type[Any], kind: str) -> type[Any] | None:
     found = _kinds.get((base, kind))
+    if found is None and kind in _DEFINED_IN and _DEFINED_IN[kind] not in sys.modules:
+        importlib.import_module(_DEFINED_IN[kind])
     if found is None:
         stack = [base]
         while stack:  # walk the whole subclass tree; new subclasses are found on a miss

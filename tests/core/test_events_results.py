@@ -155,3 +155,21 @@ def test_usage_adds_up() -> None:
     assert total == Usage(input_tokens=4, output_tokens=2, cost_usd=0.1)
     assert total.total_tokens == 6
     assert (Usage() + Usage()).cost_usd is None
+
+
+def test_results_of_backends_not_yet_imported_decode_in_a_fresh_process() -> None:
+    import subprocess
+    import sys
+
+    code = """
+import json, sys
+from chia_async.results import QueryResult
+for kind in ("gemini_cli_query_result", "opencode_query_result"):
+    data = {"kind": kind, "result": "ok", "returncode": 0, "stderr": "",
+            "stream_result": "", "success": True}
+    result = QueryResult.from_dict(data)
+    assert type(result).__name__ in ("GeminiCLIQueryResult", "OpenCodeQueryResult"), result
+print("decoded")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode == 0 and "decoded" in out.stdout, out.stderr

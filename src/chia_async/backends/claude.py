@@ -697,6 +697,7 @@ class ClaudeCodeLLM(CLIBackend):
             # The conversation travels in the result like the CLI's transcript does, so
             # restore_session(result) continues it on another machine.
             self.session_id = self.session_id or f"api-{uuid.uuid4()}"
+            assert isinstance(result, ClaudeCodeQueryResult)  # result_class
             result = dataclasses.replace(
                 result,
                 session=SessionRef(

@@ -27,14 +27,16 @@ import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from chia_async.loop.clients import LoopLocal
-from chia_async.loop.mcp import McpToolbox
 from chia_async.loop.schema import CompiledTools, ToolSpec, compile_tools
 from chia_async.tools import ChiaTool
+
+if TYPE_CHECKING:  # mcp is imported only when a call has tools
+    from chia_async.loop.mcp import McpToolbox
 
 __all__ = ["DEFAULT_KEEPALIVE", "PooledToolbox", "ToolCatalog", "ToolboxPool", "open_toolbox"]
 
@@ -86,6 +88,8 @@ class PooledToolbox:
 
     def __init__(self, tools: tuple[ChiaTool, ...], node_id: str, keepalive: float) -> None:
         self.tools = tools
+        from chia_async.loop.mcp import McpToolbox
+
         self.box = McpToolbox(tools, node_id=node_id)
         self.catalog = ToolCatalog(self.box)
         self.ready = asyncio.Event()
@@ -203,6 +207,8 @@ async def open_toolbox(llm: Any, tools: Sequence[ChiaTool]) -> AsyncIterator[Too
     node_id = getattr(llm, "logging_name", "")
     keepalive = getattr(llm, "mcp_keepalive", DEFAULT_KEEPALIVE) or 0.0
     if not keepalive > 0:
+        from chia_async.loop.mcp import McpToolbox
+
         async with McpToolbox(tools, node_id=node_id) as box:
             yield ToolCatalog(box)
         return

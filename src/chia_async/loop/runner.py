@@ -18,17 +18,19 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import anyio
 import orjson
 
 from chia_async.base import Attempt
 from chia_async.events import StepFinished, ToolCallFinished, ToolResult
-from chia_async.loop.mcp import McpToolbox
 from chia_async.loop.pool import open_toolbox
 from chia_async.loop.schema import CompiledTools
 from chia_async.results import QueryResult, Usage
+
+if TYPE_CHECKING:  # mcp is imported only when a call has tools
+    from chia_async.loop.mcp import McpToolbox
 
 __all__ = ["ProviderAdapter", "StepResult", "ToolCallRequest", "ToolCallResult", "run_tool_loop"]
 
