@@ -348,3 +348,26 @@ async def test_log_all_writes_raw_records_with_secrets_redacted(
     assert any("raw" in line and line["raw"]["data"].get("type") == "result" for line in lines)
     assert any(line.get("event", {}).get("kind") == "text_delta" for line in lines)
     assert API_KEY not in log.read_text()
+
+
+async def test_a_slow_stdio_server_is_connected_before_the_first_request(
+    claude_bin, sandbox, model_server, tmp_path
+) -> None:
+    import sys
+
+    script = tmp_path / "slow_server.py"
+    script.write_text(
+        "import time\n"
+        "time.sleep(2)\n"
+        "from mcp.server import MCPServer\n"
+        "s = MCPServer('slow', log_level='WARNING')\n"
+        "@s.tool(description='Add')\n"
+        "async def add(a: int, b: int) -> int:\n"
+        "    return a + b\n"
+        "s.run('stdio')\n"
+    )
+    model_server.script("names", lambda r: Turn(text=",".join(sorted(r.tool_names))))
+    llm = make_llm(claude_bin, sandbox, model_server, "names")
+    events = await collect(llm, "hi", [ChiaTool.stdio(sys.executable, str(script), name="slow")])
+    offered = events[-1].result.result.split(",")
+    assert "mcp__slow__add" in offered and "WaitForMcpServers" not in offered

@@ -790,6 +790,11 @@ class ClaudeCodeLLM(CLIBackend):
             argv += ["--resume", self.session_id]
         argv += self.extra_cli_args
         env = {"CLAUDE_CODE_MAX_RETRIES": "2", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"}
+        if attempt.tools:
+            # Otherwise the first model request goes out before a slow (stdio) server is
+            # connected, offering a WaitForMcpServers tool instead of the server's tools.
+            # Blocking connects are bounded by the CLI's MCP_TIMEOUT (30 s by default).
+            env["MCP_CONNECTION_NONBLOCKING"] = "0"
         if self.api_key:
             env["ANTHROPIC_API_KEY"] = self.api_key
         return Invocation(argv=argv, env=env, stdin=attempt.message.encode(), cwd=self._cwd())
