@@ -46,12 +46,10 @@ def run(llm: ClaudeCodeLLM) -> None:
 
 
 def scripted_model(request: ParsedRequest) -> Turn:
-    """Plays the model: calls the add tool (once Claude Code has connected it), then answers."""
-    if request.tool_results and "5555" in request.tool_results[-1].output:
+    """Plays the model: calls the add tool, then answers with its result."""
+    if request.tool_results:
         return Turn(text=f"The calculator says: {request.tool_results[-1].output}")
-    add = next((name for name in request.tool_names if name.endswith("__add")), None)
-    if add is None:  # the MCP server is still starting: Claude Code offers a tool to wait
-        return Turn(tool_calls=[ToolCall(name="WaitForMcpServers")])
+    add = next(name for name in request.tool_names if name.endswith("__add"))
     return Turn(tool_calls=[ToolCall(name=add, arguments={"a": 1234, "b": 4321})])
 
 

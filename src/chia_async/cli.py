@@ -566,8 +566,6 @@ def _backends(args: argparse.Namespace) -> int:
 
 # -- serve ----------------------------------------------------------------------------------------
 
-_WAIT_ID = "toolu_chia_wait_mcp"
-
 #: Tools the ``tool`` script knows how to call, by the end of their name.
 _TOOL_ARGUMENTS: Mapping[str, dict[str, Any]] = {
     "add": {"a": 2, "b": 3},
@@ -587,10 +585,8 @@ def builtin_scripts() -> list[tuple[Script, str]]:
 
     def tool(request: ParsedRequest) -> Turn:
         results = request.tool_results
-        if results and not results[-1].call_id.startswith(_WAIT_ID):
-            outputs = "; ".join(
-                clip(r.output, 300) for r in results if not r.call_id.startswith(_WAIT_ID)
-            )
+        if results:
+            outputs = "; ".join(clip(r.output, 300) for r in results)
             return Turn(text=f"The tool returned: {outputs}", chunks=6)
         if not request.tool_names:
             return Turn(text="No tools were offered: pass --tool URL or --tool COMMAND.")
@@ -601,10 +597,6 @@ def builtin_scripts() -> list[tuple[Script, str]]:
                         text="Let me call a tool. ",
                         tool_calls=[ToolCall(name=name, arguments=arguments)],
                     )
-        if "WaitForMcpServers" in request.tool_names:
-            # Claude Code offers this while MCP servers still start; a real model calls it
-            call = ToolCall(name="WaitForMcpServers", arguments={}, id=f"{_WAIT_ID}_{next(count)}")
-            return Turn(tool_calls=[call])
         name = request.tool_names[0]
         arguments = {"text": request.last_user_text} if name.endswith("echo") else {}
         return Turn(
