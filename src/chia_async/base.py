@@ -44,6 +44,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from chia_async import sync
 from chia_async._event_base import TurnEvent
+from chia_async.distributed.function import llm_call
 from chia_async.errors import (
     ChiaError,
     RateLimitError,
@@ -58,6 +59,7 @@ from chia_async.events import (
     StepFinished,
     TextDelta,
 )
+from chia_async.extras import MissingExtraError
 from chia_async.redaction import redact
 from chia_async.results import QueryResult, SessionRef, Usage
 from chia_async.retry import RetryPolicy, server_wait
@@ -373,6 +375,7 @@ class LLMCallBase(ABC):
 
     # -- the three ways to call --------------------------------------------------------
 
+    @llm_call  # .chia_remote / .chia_remote_stream: run on a Ray worker
     def stream(self, user_message: str, tools: Sequence[ChiaTool] | None = None) -> EventStream:
         """Run one call and yield its events as they happen.
 
@@ -386,6 +389,7 @@ class LLMCallBase(ABC):
 
         return EventStream(producer)
 
+    @llm_call
     async def aprompt(
         self, user_message: str, tools: Sequence[ChiaTool] | None = None
     ) -> QueryResult:
@@ -423,6 +427,7 @@ class LLMCallBase(ABC):
             raise UnknownError(self.logging_name, "the call ended without a result")
         return completed[-1]
 
+    @llm_call
     def prompt(self, user_message: str, tools: Sequence[ChiaTool] | None = None) -> QueryResult:
         """Blocking form of :meth:`aprompt`, for sync callers (works inside a running loop
         and from many threads; see :mod:`chia_async.sync`)."""
@@ -524,6 +529,8 @@ class LLMCallBase(ABC):
                             if anyio.current_time() >= deadline:
                                 raise  # our own deadline: handled below
                             error = _unexpected(self.logging_name, exc)
+                        except MissingExtraError:
+                            raise  # an ImportError naming the extra to install: not a call error
                         except Exception as exc:
                             error = _unexpected(self.logging_name, exc)
                         else:
