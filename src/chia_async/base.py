@@ -33,7 +33,7 @@ import os
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, ClassVar, Self
@@ -60,7 +60,7 @@ from chia_async.events import (
     TextDelta,
 )
 from chia_async.extras import MissingExtraError
-from chia_async.redaction import redact
+from chia_async.redaction import is_secret_name, redact, register_secret
 from chia_async.results import QueryResult, SessionRef, Usage
 from chia_async.retry import RetryPolicy, server_wait
 from chia_async.tools import ChiaTool
@@ -356,6 +356,17 @@ class LLMCallBase(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model={self.model!r}, logging_name={self.logging_name!r})"
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Redaction knows the credentials given in *this* process; an object unpickled here
+        # (a Ray worker, a multiprocessing child) brings its own, to be masked here too.
+        self.__dict__.update(state)
+        register_secret(getattr(self, "api_key", None))
+        env = getattr(self, "env", None)
+        if isinstance(env, Mapping):
+            for name, value in env.items():
+                if isinstance(name, str) and isinstance(value, str) and is_secret_name(name):
+                    register_secret(value)
 
     async def aclose(self) -> None:
         """Close what this object holds on the running event loop — SDK clients, pooled MCP

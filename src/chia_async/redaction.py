@@ -92,3 +92,13 @@ def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return {
         k: (REDACTED if k.lower() in _SENSITIVE_HEADERS else redact(v)) for k, v in headers.items()
     }
+
+
+# Environment variable names that hold credentials (ANTHROPIC_API_KEY, GH_TOKEN, AWS_SECRET_*,
+# *_PASSWORD, ...). Paths and other settings are not secrets, so they stay readable.
+_SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL|AUTH|COOKIE|SESSION", re.IGNORECASE)
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether an environment variable or header named ``name`` carries a credential."""
+    return bool(_SECRET_NAME.search(name))

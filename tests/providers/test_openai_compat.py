@@ -364,3 +364,23 @@ def test_sync_calls_hold_their_mcp_session_too(model_server) -> None:
     assert llm.prompt("add", [tool]).result == "7"
     assert state.methods["tools/list"] == 1
     sync.run(llm.aclose())  # the held session lives on the facade's loop: close it there
+
+
+def test_an_unpickled_object_masks_its_key_in_the_new_process() -> None:
+    import base64
+    import pickle
+    import subprocess
+    import sys
+
+    llm = openai_compat.OpenAICompatLLM("m", api_key="zq9shippedtoaworker123456")
+    shipped = base64.b64encode(pickle.dumps(llm)).decode()
+    code = (
+        "import base64, pickle, sys\n"
+        "from chia_async.redaction import redact\n"
+        "pickle.loads(base64.b64decode(sys.argv[1]))\n"
+        "print(redact('plain zq9shippedtoaworker123456 here'))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, shipped], capture_output=True, text=True, check=True
+    )
+    assert "zq9shippedtoaworker123456" not in out.stdout and "plain" in out.stdout

@@ -305,7 +305,7 @@ class BedrockLLM(LLMCallBase):
 
     backend_name: ClassVar[str] = "bedrock"
     #: the Ray resource a worker must advertise to run this backend's calls
-    ray_resource: ClassVar[str] = "bedrock"
+    ray_resource: str = "bedrock"
 
     def __init__(
         self,

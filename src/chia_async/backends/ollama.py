@@ -20,7 +20,7 @@ class OllamaLLM(OpenAICompatLLM):
     """
 
     backend_name: ClassVar[str] = "ollama"
-    ray_resource: ClassVar[str] = "ollama"
+    ray_resource: str = "ollama"
     default_base_url: ClassVar[str | None] = "http://localhost:11434/v1"
     default_api_key: ClassVar[str | None] = "ollama"
 

@@ -255,7 +255,7 @@ class OpenAICompatLLM(LLMCallBase):
 
     backend_name: ClassVar[str] = "openai_compat"
     #: the Ray resource a worker must advertise to run this backend's calls
-    ray_resource: ClassVar[str] = "openai"
+    ray_resource: str = "openai"
     default_base_url: ClassVar[str | None] = None
     default_api_key: ClassVar[str | None] = None
 

@@ -27,7 +27,7 @@ class OpenAILLM(_OpenAICompatProvider):
     """OpenAI itself (the SDK's default endpoint)."""
 
     backend_name: ClassVar[str] = "openai"
-    ray_resource: ClassVar[str] = "openai"
+    ray_resource: str = "openai"
     default_logging_name: ClassVar[str] = "openai_llm"
 
 
@@ -35,7 +35,7 @@ class FireworksLLM(_OpenAICompatProvider):
     """Fireworks AI."""
 
     backend_name: ClassVar[str] = "fireworks"
-    ray_resource: ClassVar[str] = "fireworks"
+    ray_resource: str = "fireworks"
     default_logging_name: ClassVar[str] = "fireworks_llm"
     default_base_url: ClassVar[str | None] = "https://api.fireworks.ai/inference/v1"
 
@@ -44,7 +44,7 @@ class GroqLLM(_OpenAICompatProvider):
     """Groq."""
 
     backend_name: ClassVar[str] = "groq"
-    ray_resource: ClassVar[str] = "groq"
+    ray_resource: str = "groq"
     default_logging_name: ClassVar[str] = "groq_llm"
     default_base_url: ClassVar[str | None] = "https://api.groq.com/openai/v1"
 
@@ -53,6 +53,6 @@ class OpenRouterLLM(_OpenAICompatProvider):
     """OpenRouter (itself a multi-provider router)."""
 
     backend_name: ClassVar[str] = "openrouter"
-    ray_resource: ClassVar[str] = "openrouter"
+    ray_resource: str = "openrouter"
     default_logging_name: ClassVar[str] = "openrouter_llm"
     default_base_url: ClassVar[str | None] = "https://openrouter.ai/api/v1"

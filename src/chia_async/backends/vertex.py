@@ -204,7 +204,7 @@ class VertexGenericLLM(OpenAICompatLLM):
     """
 
     backend_name: ClassVar[str] = "vertex_maas"
-    ray_resource: ClassVar[str] = "vertex"
+    ray_resource: str = "vertex"
 
     def __init__(
         self,
@@ -364,7 +364,7 @@ class VertexGeminiLLM(LLMCallBase):
 
     backend_name: ClassVar[str] = "vertex_gemini"
     #: the Ray resource a worker must advertise to run this backend's calls
-    ray_resource: ClassVar[str] = "vertex"
+    ray_resource: str = "vertex"
 
     def __init__(
         self,

@@ -20,7 +20,7 @@ class VLLMLLM(OpenAICompatLLM):
     """vLLM at ``http://localhost:8200/v1`` unless ``base_url`` says otherwise."""
 
     backend_name: ClassVar[str] = "vllm"
-    ray_resource: ClassVar[str] = "vllm"
+    ray_resource: str = "vllm"
     default_base_url: ClassVar[str | None] = "http://localhost:8200/v1"
     default_api_key: ClassVar[str | None] = "vllm"
 

@@ -29,12 +29,11 @@ import random
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 from chia_async import sync
 from chia_async.extras import require
-from chia_async.redaction import register_secret
 
 __all__ = ["execute", "execute_stream"]
 
@@ -48,7 +47,6 @@ def execute(target: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str,
     """Run ``target(*args, **kwargs)`` to its value: awaited when it is awaitable, drained
     (to its last item) when it is an async iterator."""
     args = _KEPT.reuse(args)
-    _register_secrets(args, kwargs)
     try:
         value = target(*args, **kwargs)
         if inspect.isawaitable(value):
@@ -69,7 +67,6 @@ def execute_stream(
     """Yield what ``target(*args, **kwargs)`` produces as it produces it: the items of an
     async or sync iterator, or the one value of anything else."""
     args = _KEPT.reuse(args)
-    _register_secrets(args, kwargs)
     try:
         yield from _iterate(_items(target, args, kwargs))
     finally:
@@ -137,20 +134,6 @@ async def _items(
             yield item
     else:
         yield value
-
-
-def _register_secrets(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
-    # Redaction knows the credentials this *process* was given; an LLM object unpickled
-    # here brings its own, which must be masked in this worker's logs and errors too.
-    for value in (*args, *kwargs.values()):
-        key = getattr(value, "api_key", None)
-        if isinstance(key, str):
-            register_secret(key)
-        env = getattr(value, "env", None)
-        if isinstance(env, Mapping):
-            for item in env.values():
-                if isinstance(item, str) and len(item) >= 16:  # CLIBackend's rule for tokens
-                    register_secret(item)
 
 
 class _KeptObjects:

@@ -24,7 +24,6 @@ never passes the prompt in argv, and logs raw records when asked.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import tempfile
 from abc import abstractmethod
@@ -38,7 +37,7 @@ import orjson
 from chia_async._event_base import TurnEvent
 from chia_async.base import Attempt, LLMCallBase
 from chia_async.events import Raw, TextDelta
-from chia_async.redaction import register_secret
+from chia_async.redaction import is_secret_name, register_secret
 from chia_async.results import QueryResult
 from chia_async.subprocess.discovery import find_cli
 from chia_async.subprocess.environment import build_child_env
@@ -46,11 +45,6 @@ from chia_async.subprocess.framing import Diagnostic, TextChunk
 from chia_async.subprocess.process import ProcessOutcome, ProcessSpec, SupervisedProcess
 
 __all__ = ["CLIBackend", "Invocation", "RecordParser"]
-
-# Environment variable names that hold credentials (ANTHROPIC_API_KEY, GH_TOKEN, AWS_SECRET_*,
-# *_PASSWORD, ...); their values are masked in logs, errors and events. Paths and other
-# settings are not, so that they stay readable in diagnostics.
-_SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL|AUTH|COOKIE|SESSION", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -127,7 +121,7 @@ class CLIBackend(LLMCallBase):
         self.log_all = log_all
         self.log_events = log_stream
         for name, value in self.env.items():
-            if _SECRET_NAME.search(name):  # a credential: mask it wherever it might show
+            if is_secret_name(name):  # a credential: mask it wherever it might show
                 register_secret(value)
 
     # -- hooks -----------------------------------------------------------------------------
