@@ -11,7 +11,8 @@ backend adds at most 5 ms).
 A second row does the same for `codex exec --json` and CodexLLM, a third for
 `gemini --output-format stream-json` and GeminiCLILLM, a fourth for AntigravityLLM on the
 fake `agy` of the tests (a Python stand-in: it measures the backend's own cost in plain-text
-mode, not agy's start-up).
+mode, not agy's start-up), a fifth for `opencode run --format json` and OpenCodeLLM (first
+event = the first part opencode prints; the export that follows each run is not timed).
 """
 
 from __future__ import annotations
@@ -25,10 +26,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import orjson
+
 from chia_async.backends.antigravity import AntigravityLLM
 from chia_async.backends.claude import ClaudeCodeLLM
 from chia_async.backends.codex import CodexLLM
 from chia_async.backends.gemini_cli import GeminiCLILLM
+from chia_async.backends.opencode import OpenCodeLLM
 from chia_async.subprocess.environment import build_child_env
 from chia_async.testing import ScriptedModelServer, Turn
 
@@ -60,7 +64,7 @@ async def bare_first_line(argv: list[str], env: dict[str, str], cwd: str, prompt
 
 
 async def chia_first_event(
-    llm: ClaudeCodeLLM | CodexLLM | GeminiCLILLM | AntigravityLLM, prompt: str
+    llm: ClaudeCodeLLM | CodexLLM | GeminiCLILLM | AntigravityLLM | OpenCodeLLM, prompt: str
 ) -> float:
     started = time.perf_counter()
     async with llm.stream(prompt) as events:
@@ -130,6 +134,7 @@ async def main() -> None:
     await codex_row(args.runs)
     await gemini_row(args.runs)
     await agy_row(args.runs)
+    await opencode_row(args.runs)
 
 
 async def codex_row(runs: int) -> None:
@@ -276,6 +281,64 @@ async def agy_row(runs: int) -> None:
             bare.append(await bare_first_line(argv, env, str(work), b"ping"))
             chia.append(await chia_first_event(llm, "ping"))
     report("fake agy", "AntigravityLLM", bare, chia)
+
+
+async def opencode_row(runs: int) -> None:
+    """`opencode run --format json` against OpenCodeLLM, first event = the first part.
+
+    The bare CLI gets the run config the backend writes (built once, 0600) and the same
+    argv, environment and stdin prompt: the difference is what the backend adds per call
+    (its scratch directory and config file, the spawn, the parse).
+    """
+    cli = os.environ.get("CHIA_OPENCODE_BIN") or str(
+        ROOT / ".ci-cache" / "npm" / "bin" / "opencode"
+    )
+    if not os.path.exists(cli):
+        print(f"opencode not found at {cli}: run .ci/install-clis (opencode row skipped)")
+        return
+    with tempfile.TemporaryDirectory() as scratch:
+        home, work = Path(scratch) / "home", Path(scratch) / "work"
+        home.mkdir()
+        work.mkdir()
+        async with ScriptedModelServer() as server:
+            server.script("bench", [Turn(text="pong")], repeat=True)
+            child_env = {
+                "HOME": str(home),
+                "XDG_DATA_HOME": str(home / ".local" / "share"),
+                "OPENCODE_DISABLE_MODELS_FETCH": "1",
+                "OPENCODE_DISABLE_LSP_DOWNLOAD": "1",
+            }
+            llm = OpenCodeLLM(
+                "mock-model",
+                opencode_bin=cli,
+                env=child_env,
+                work_dir=str(work),
+                base_url=server.base_url("bench") + "/v1",
+                api_key="sk-bench",
+                retries=0,
+            )
+            config = Path(scratch) / "opencode.json"
+            config.write_bytes(orjson.dumps(llm._run_config(())))
+            config.chmod(0o600)
+            env = build_child_env(
+                allow=OpenCodeLLM.env_allowlist,
+                explicit={
+                    "PWD": os.path.realpath(work),
+                    "OPENCODE_CONFIG": str(config),
+                    "OPENCODE_DISABLE_AUTOUPDATE": "1",
+                    **child_env,
+                },
+            )
+            argv = [cli, "run", "--format", "json", "--thinking", "--title", "chia"]
+            argv += ["--print-logs", "--log-level", "ERROR", "--agent", "chia"]
+            argv += ["-m", "chia/mock-model"]
+            await chia_first_event(llm, "ping")  # warm caches (and migrate the database)
+            await bare_first_line(argv, env, os.path.realpath(work), b"ping")
+            bare, chia = [], []
+            for _ in range(runs):
+                bare.append(await bare_first_line(argv, env, os.path.realpath(work), b"ping"))
+                chia.append(await chia_first_event(llm, "ping"))
+    report("opencode", "OpenCodeLLM", bare, chia)
 
 
 if __name__ == "__main__":
