@@ -304,6 +304,54 @@ def children_of_this_process() -> list[int]:
     return out
 
 
+# -- leak checks shared by the backend tests -------------------------------------------------
+
+_CHILDREN_BEFORE: set[int] = set()
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def new_children() -> set[int]:
+    """Children of this process started during the current test (multiprocessing's
+    resource tracker, started by other tests, is not ours to judge)."""
+    return set(children_of_this_process()) - _CHILDREN_BEFORE
+
+
+async def wait_until_clean(seconds: float = 5.0) -> None:
+    """Dropped streams are torn down by their own task: give it the time it is allowed."""
+    from chia_async.subprocess import live_process_groups
+
+    deadline = time.monotonic() + seconds
+    while (new_children() or live_process_groups()) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+def no_process_leaks() -> Iterator[None]:
+    """Fail the test if a child process, a registered process group or a file descriptor
+    outlives it (waiting a little for what ends asynchronously)."""
+    from chia_async import sync
+    from chia_async.subprocess import live_process_groups
+
+    sync.background_loop()  # process-wide and long-lived by design: not a per-call leak
+    _CHILDREN_BEFORE.clear()
+    _CHILDREN_BEFORE.update(children_of_this_process())
+    before_fds = open_fds()
+    yield
+    deadline = time.monotonic() + 5
+    while (new_children() or live_process_groups()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not new_children(), f"child processes left behind: {new_children()}"
+    assert not live_process_groups(), "a process group is still registered for teardown"
+    # uvicorn/anyio close sockets asynchronously; give them a moment
+    deadline = time.monotonic() + 5
+    while open_fds() > before_fds and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert open_fds() <= before_fds, "file descriptors leaked"
+
+
 def _kill_session(sid: int, marker: str | None = None) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(sid, signal.SIGKILL)

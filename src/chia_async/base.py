@@ -613,6 +613,14 @@ def _unexpected(node_id: str, exc: BaseException) -> UnknownError:
     return error
 
 
+def check_flags(**flags: object) -> None:
+    """Raise ``TypeError`` naming the first of ``flags`` that is not a bool (backends' boolean
+    constructor options: ``1`` or ``"yes"`` is a mistake, not a truthy value)."""
+    for name, flag in flags.items():
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
+
+
 def _check_type(name: str, value: object, kind: type, *, allow_none: bool = False) -> None:
     if value is None and allow_none:
         return

@@ -6,19 +6,17 @@ no file descriptor leaked.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import stat
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 
-from chia_async import errors, sync
+from chia_async import errors
 from chia_async.backends import claude
 from chia_async.events import (
     SessionStarted,
@@ -29,50 +27,16 @@ from chia_async.events import (
 from chia_async.subprocess import live_process_groups
 from chia_async.testing import Fault, ToolCall, Turn
 from chia_async.tools import ChiaTool
-from tests.cli_support import children_of_this_process
+from tests.cli_support import new_children, wait_until_clean
 
 pytestmark = pytest.mark.conformance
 
 API_KEY = "sk-ant-test-key-0123456789"
 
 
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
-_BASELINE: set[int] = set()
-
-
-def new_children() -> set[int]:
-    """Children of this process started during the current test (multiprocessing's
-    resource tracker, started by other tests, is not ours to judge)."""
-    return set(children_of_this_process()) - _BASELINE
-
-
-async def wait_until_clean(seconds: float = 5.0) -> None:
-    """Dropped streams are torn down by their own task: give it the time it is allowed."""
-    deadline = time.monotonic() + seconds
-    while (new_children() or live_process_groups()) and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-
-
 @pytest.fixture(autouse=True)
-def no_leaks() -> Iterator[None]:
-    sync.background_loop()  # process-wide and long-lived by design: not a per-call leak
-    _BASELINE.clear()
-    _BASELINE.update(children_of_this_process())
-    before_fds = open_fds()
-    yield
-    deadline = time.monotonic() + 5
-    while (new_children() or live_process_groups()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not new_children(), f"child processes left behind: {new_children()}"
-    assert not live_process_groups(), "a process group is still registered for teardown"
-    # uvicorn/anyio close sockets asynchronously; give them a moment
-    deadline = time.monotonic() + 5
-    while open_fds() > before_fds and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert open_fds() <= before_fds, "file descriptors leaked"
+def no_leaks(no_process_leaks: None) -> None:
+    """Every test: no child process, process group or descriptor left (tests/cli_support)."""
 
 
 def make_llm(claude_bin: Any, sandbox: Any, server: Any, script: str, **kwargs: Any):

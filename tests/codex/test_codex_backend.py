@@ -7,7 +7,6 @@ retries are off (``cli_retries=0``) unless a test is about them, and so are ours
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import pickle
@@ -15,14 +14,13 @@ import stat
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 
-from chia_async import errors, sync
+from chia_async import errors
 from chia_async.backends import codex
 from chia_async.events import (
     ReasoningDelta,
@@ -36,24 +34,12 @@ from chia_async.results import Usage
 from chia_async.subprocess import live_process_groups
 from chia_async.testing import Fault, ToolCall, Turn
 from chia_async.tools import ChiaTool
-from tests.cli_support import children_of_this_process
+from tests.cli_support import new_children, wait_until_clean
 
 pytestmark = pytest.mark.conformance
 
 API_KEY = "sk-codex-test-key-0123456789"
 MCP_SERVER_SCRIPT = str(Path(__file__).parent.parent / "loop" / "mcp_test_server.py")
-
-
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
-_BASELINE: set[int] = set()
-
-
-def new_children() -> set[int]:
-    """Children of this process started during the current test."""
-    return set(children_of_this_process()) - _BASELINE
 
 
 def processes_with(needle: str) -> list[int]:
@@ -72,28 +58,9 @@ def processes_with(needle: str) -> list[int]:
     return found
 
 
-async def wait_until_clean(seconds: float = 5.0) -> None:
-    deadline = time.monotonic() + seconds
-    while (new_children() or live_process_groups()) and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-
-
 @pytest.fixture(autouse=True)
-def no_leaks() -> Iterator[None]:
-    sync.background_loop()  # process-wide and long-lived by design: not a per-call leak
-    _BASELINE.clear()
-    _BASELINE.update(children_of_this_process())
-    before_fds = open_fds()
-    yield
-    deadline = time.monotonic() + 5
-    while (new_children() or live_process_groups()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not new_children(), f"child processes left behind: {new_children()}"
-    assert not live_process_groups(), "a process group is still registered for teardown"
-    deadline = time.monotonic() + 5
-    while open_fds() > before_fds and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert open_fds() <= before_fds, "file descriptors leaked"
+def no_leaks(no_process_leaks: None) -> None:
+    """Every test: no child process, process group or descriptor left (tests/cli_support)."""
 
 
 def make_llm(codex_bin: Any, box: Any, server: Any, script: str, **kwargs: Any):

@@ -15,14 +15,13 @@ import json
 import os
 import pickle
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 
-from chia_async import errors, sync
+from chia_async import errors
 from chia_async.backends import opencode
 from chia_async.events import (
     ReasoningDelta,
@@ -33,10 +32,8 @@ from chia_async.events import (
     ToolResult,
 )
 from chia_async.results import SessionRef, Usage
-from chia_async.subprocess import live_process_groups
 from chia_async.testing import Fault, ToolCall, Turn
 from chia_async.tools import ChiaTool
-from tests.cli_support import children_of_this_process
 
 pytestmark = pytest.mark.conformance
 
@@ -44,34 +41,9 @@ API_KEY = "sk-opencode-test-key-0123456789"
 QUICK = 0.01  # retry-after for error turns: opencode's own retries then take milliseconds
 
 
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
-_BASELINE: set[int] = set()
-
-
-def new_children() -> set[int]:
-    """Children of this process started during the current test."""
-    return set(children_of_this_process()) - _BASELINE
-
-
 @pytest.fixture(autouse=True)
-def no_leaks() -> Iterator[None]:
-    sync.background_loop()  # process-wide and long-lived by design: not a per-call leak
-    _BASELINE.clear()
-    _BASELINE.update(children_of_this_process())
-    before_fds = open_fds()
-    yield
-    deadline = time.monotonic() + 5
-    while (new_children() or live_process_groups()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not new_children(), f"child processes left behind: {new_children()}"
-    assert not live_process_groups(), "a process group is still registered for teardown"
-    deadline = time.monotonic() + 5
-    while open_fds() > before_fds and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert open_fds() <= before_fds, "file descriptors leaked"
+def no_leaks(no_process_leaks: None) -> None:
+    """Every test: no child process, process group or descriptor left (tests/cli_support)."""
 
 
 def opencode_env(home: Path, tmp: Path, **extra: str) -> dict[str, str]:

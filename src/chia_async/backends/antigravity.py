@@ -50,7 +50,7 @@ import orjson
 from chia_async import errors
 from chia_async._event_base import TurnEvent
 from chia_async.backends.gemini_cli import gemini_mcp_server
-from chia_async.base import Attempt
+from chia_async.base import Attempt, check_flags
 from chia_async.errors import ChiaError
 from chia_async.events import Raw, TextDelta
 from chia_async.ratelimit import parse_rate_limit_reset
@@ -495,13 +495,11 @@ class AntigravityLLM(CLIBackend):
             raise TypeError("add_dirs must be a list of non-empty str")
         if gemini_dir is not None and not isinstance(gemini_dir, str | os.PathLike):
             raise TypeError("gemini_dir must be a path or None")
-        for name, flag in (
-            ("dangerously_skip_permissions", dangerously_skip_permissions),
-            ("sandbox", sandbox),
-            ("prompt_in_argv", prompt_in_argv),
-        ):
-            if not isinstance(flag, bool):
-                raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
+        check_flags(
+            dangerously_skip_permissions=dangerously_skip_permissions,
+            sandbox=sandbox,
+            prompt_in_argv=prompt_in_argv,
+        )
         super().__init__(
             model=model or "",
             system_message=system_message,

@@ -38,7 +38,7 @@ import orjson
 
 from chia_async import errors
 from chia_async._event_base import TurnEvent
-from chia_async.base import Attempt
+from chia_async.base import Attempt, check_flags
 from chia_async.errors import ChiaError
 from chia_async.events import (
     FileChange,
@@ -791,15 +791,13 @@ class CodexLLM(CLIBackend):
             raise ValueError(
                 f"approval_policy must be one of {', '.join(_APPROVALS)}; got {approval_policy!r}"
             )
-        for name, flag in (
-            ("dangerously_bypass_approvals_and_sandbox", dangerously_bypass_approvals_and_sandbox),
-            ("skip_git_repo_check", skip_git_repo_check),
-            ("ephemeral", ephemeral),
-            ("ignore_rules", ignore_rules),
-            ("resume_session", resume_session),
-        ):
-            if not isinstance(flag, bool):
-                raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
+        check_flags(
+            dangerously_bypass_approvals_and_sandbox=dangerously_bypass_approvals_and_sandbox,
+            skip_git_repo_check=skip_git_repo_check,
+            ephemeral=ephemeral,
+            ignore_rules=ignore_rules,
+            resume_session=resume_session,
+        )
         if profile is not None and (not isinstance(profile, str) or not profile):
             raise TypeError("profile must be a non-empty str or None")
         if reasoning_effort is not None and reasoning_effort not in _EFFORTS:

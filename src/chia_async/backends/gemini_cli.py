@@ -58,7 +58,7 @@ import orjson
 
 from chia_async import errors
 from chia_async._event_base import TurnEvent
-from chia_async.base import Attempt
+from chia_async.base import Attempt, check_flags
 from chia_async.errors import ChiaError
 from chia_async.events import (
     Raw,
@@ -736,13 +736,11 @@ class GeminiCLILLM(CLIBackend):
             raise TypeError("settings must be a mapping or None")
         if api_key is not None and not isinstance(api_key, str):
             raise TypeError("api_key must be a str or None")
-        for name, flag in (
-            ("sandbox", sandbox),
-            ("resume_session", resume_session),
-            ("detect_truncation", detect_truncation),
-        ):
-            if not isinstance(flag, bool):
-                raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
+        check_flags(
+            sandbox=sandbox,
+            resume_session=resume_session,
+            detect_truncation=detect_truncation,
+        )
         super().__init__(
             model=model or "",
             system_message=system_message,
