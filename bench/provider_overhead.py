@@ -1,4 +1,5 @@
-"""Provider-backend overhead against the raw SDK, measured in one run on the scripted server.
+"""Provider-backend overhead against the raw SDK, measured in one run on the scripted server
+(run in a child process, so that its CPU is not charged to the client under test).
 
     python bench/provider_overhead.py [--calls 200] [--quick]
 
@@ -30,10 +31,11 @@ from typing import Any
 
 import openai
 import orjson
+from child_server import ChildServer
 from mcp import Client
 
 from chia_async.backends.openai_compat import OpenAICompatLLM
-from chia_async.testing import ParsedRequest, ScriptedModelServer, ToolCall, Turn
+from chia_async.testing import ParsedRequest, ToolCall, Turn
 from chia_async.tools import ChiaTool
 
 
@@ -143,6 +145,14 @@ def mcp_server() -> tuple[Any, collections.Counter[str]]:
     return server, counts
 
 
+def tool_turn(request: ParsedRequest) -> Turn:
+    """The scripted model of row 3: call `add`, then answer with its result."""
+    if request.tool_results:
+        return Turn(text=f"sum={request.tool_results[0].output}")
+    name = next(n for n in request.tool_names if n.endswith("add"))
+    return Turn(tool_calls=[ToolCall(name=name, arguments={"a": 2, "b": 3})])
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--calls", type=int, default=200)
@@ -151,15 +161,9 @@ async def main() -> None:
     calls = 40 if args.quick else args.calls
     total = 200 if args.quick else 1000
 
-    async with ScriptedModelServer() as server:
+    with ChildServer() as server:  # its CPU is not charged to the client under test
         server.script("text", [Turn(text="hello there", chunks=2)], repeat=True)
         server.script("slow", [Turn(text="hello there", chunks=2, latency=0.05)], repeat=True)
-
-        def tool_turn(request: ParsedRequest) -> Turn:
-            if request.tool_results:
-                return Turn(text=f"sum={request.tool_results[0].output}")
-            name = next(n for n in request.tool_names if n.endswith("add"))
-            return Turn(tool_calls=[ToolCall(name=name, arguments={"a": 2, "b": 3})])
 
         server.script("tools", tool_turn)
 
@@ -213,14 +217,14 @@ async def main() -> None:
                 looping.mcp_keepalive = keepalive
                 await looping.aprompt("add", tools)  # warm-up: opens (and, if held, keeps) it
                 await hand_loop(raw_tools, mcp_client, schema)
-                before_requests = len(server.requests("tools"))
+                before_requests = server.request_count("tools")
                 counts.clear()
                 hand_t, loop_t = await paired(
                     lambda: hand_loop(raw_tools, mcp_client, schema),
                     lambda: looping.aprompt("add", tools),  # noqa: B023
                     runs,
                 )
-                per_call = (len(server.requests("tools")) - before_requests) / runs / 2
+                per_call = (server.request_count("tools") - before_requests) / runs / 2
                 print(
                     f"3. two-step MCP tool loop, {label}: median {loop_t * 1000:.2f} ms "
                     f"(goal <= 7 ms) against a hand loop (raw AsyncOpenAI + held mcp.Client) "
@@ -269,7 +273,7 @@ async def raw_bedrock_call(client: Any) -> str:
     return "".join(parts)
 
 
-async def bedrock_row(server: ScriptedModelServer, calls: int) -> None:
+async def bedrock_row(server: ChildServer, calls: int) -> None:
     """BedrockLLM.aprompt over a raw aioboto3 ConverseStream of the same turn."""
     import aioboto3
     import botocore.config
@@ -314,7 +318,7 @@ async def raw_gemini_call(client: Any, config: Any) -> str:
     return "".join(parts)
 
 
-async def vertex_row(server: ScriptedModelServer, calls: int) -> None:
+async def vertex_row(server: ChildServer, calls: int) -> None:
     """VertexGeminiLLM.aprompt over a raw google-genai (Vertex mode) stream of the same turn."""
     import warnings
 

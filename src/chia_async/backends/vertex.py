@@ -467,8 +467,9 @@ class _GeminiAdapter(ProviderAdapter[list[Any]]):
         self._config_tools: CompiledTools | None = None
 
     def initial_messages(self, attempt: Attempt) -> list[Any]:
-        types = _genai_types()
-        return [types.Content(role="user", parts=[types.Part(text=attempt.message)])]
+        # A plain dict: the SDK validates contents itself, and a types.Content built here
+        # would be validated twice (~0.5 ms per request).
+        return [{"role": "user", "parts": [{"text": attempt.message}]}]
 
     def _request_config(self, tools: CompiledTools) -> Any:
         # built once per set of declarations (the loop recompiles only when a server changes)
