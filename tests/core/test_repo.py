@@ -27,10 +27,13 @@ def test_readme_has_exactly_two_setup_commands() -> None:
     assert "pytest" in test
 
 
-def test_ci_runs_the_readme_test_command() -> None:
-    test_command = readme_commands()[1]
-    ci = (ROOT / ".ci" / "run").read_text().splitlines()
-    assert test_command in [line.strip() for line in ci]
+def test_ci_runs_both_readme_commands_in_order() -> None:
+    run_command, test_command = readme_commands()
+    ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    runs = [line for line in ci if line.startswith(run_command)]
+    assert runs, "CI must run README's main-job command as written"
+    assert test_command in ci
+    assert ci.index(runs[0]) < ci.index(test_command)
     assert "set -euo pipefail" in ci[3:5] or any("set -euo pipefail" in line for line in ci)
 
 
