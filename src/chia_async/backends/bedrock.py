@@ -27,6 +27,7 @@ from chia_async.loop.runner import (
     StepResult,
     ToolCallRequest,
     ToolCallResult,
+    check_loop_options,
     parse_arguments,
     run_tool_loop,
 )
@@ -336,16 +337,14 @@ class BedrockLLM(LLMCallBase):
             logging_level=logging_level,
             log_dir=log_dir,
         )
-        if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens <= 0:
-            raise ValueError(f"max_tokens must be a positive int, got {max_tokens!r}")
-        if not isinstance(max_tool_iterations, int) or max_tool_iterations <= 0:
-            raise ValueError("max_tool_iterations must be a positive int")
+        check_loop_options(
+            max_tokens=max_tokens,
+            max_tool_iterations=max_tool_iterations,
+            idle_timeout_seconds=idle_timeout_seconds,
+            client_kwargs=client_kwargs,
+        )
         if not isinstance(max_connections, int) or max_connections <= 0:
             raise ValueError("max_connections must be a positive int")
-        if not idle_timeout_seconds > 0:
-            raise ValueError("idle_timeout_seconds must be > 0")
-        if client_kwargs is not None and not isinstance(client_kwargs, dict):
-            raise TypeError("client_kwargs must be a dict")
         self.region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
         self.max_tokens = max_tokens
         self.max_tool_iterations = max_tool_iterations

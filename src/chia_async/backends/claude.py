@@ -42,6 +42,7 @@ from chia_async.loop.runner import (
     StepResult,
     ToolCallRequest,
     ToolCallResult,
+    check_loop_options,
     parse_arguments,
     run_tool_loop,
 )
@@ -636,10 +637,7 @@ class ClaudeCodeLLM(CLIBackend):
         if backend not in ("cli", "api"):
             raise ValueError(f"backend must be 'cli' or 'api', got {backend!r}")
         _thinking_config(thinking)  # validate early
-        if not isinstance(max_tokens, int) or max_tokens <= 0:
-            raise ValueError(f"max_tokens must be a positive int, got {max_tokens!r}")
-        if not isinstance(max_tool_iterations, int) or max_tool_iterations <= 0:
-            raise ValueError("max_tool_iterations must be a positive int")
+        check_loop_options(max_tokens=max_tokens, max_tool_iterations=max_tool_iterations)
         if api_key is not None and not isinstance(api_key, str):
             raise TypeError("api_key must be a str or None")
         super().__init__(

@@ -24,6 +24,7 @@ from chia_async.loop.runner import (
     StepResult,
     ToolCallRequest,
     ToolCallResult,
+    check_loop_options,
     parse_arguments,
     run_tool_loop,
 )
@@ -295,10 +296,12 @@ class OpenAICompatLLM(LLMCallBase):
         )
         if token_provider is not None and not callable(token_provider):
             raise TypeError("token_provider must be a callable returning a token")
-        if not isinstance(max_tokens, int) or max_tokens <= 0:
-            raise ValueError(f"max_tokens must be a positive int, got {max_tokens!r}")
-        if not isinstance(max_tool_iterations, int) or max_tool_iterations <= 0:
-            raise ValueError("max_tool_iterations must be a positive int")
+        check_loop_options(
+            max_tokens=max_tokens,
+            max_tool_iterations=max_tool_iterations,
+            idle_timeout_seconds=idle_timeout_seconds,
+            client_kwargs=client_kwargs,
+        )
         self.base_url = base_url or self.default_base_url
         self.api_key = api_key or self.default_api_key
         if api_key:

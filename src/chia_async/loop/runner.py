@@ -32,7 +32,14 @@ from chia_async.results import QueryResult, Usage
 if TYPE_CHECKING:  # mcp is imported only when a call has tools
     from chia_async.loop.mcp import McpToolbox
 
-__all__ = ["ProviderAdapter", "StepResult", "ToolCallRequest", "ToolCallResult", "run_tool_loop"]
+__all__ = [
+    "check_loop_options",
+    "ProviderAdapter",
+    "StepResult",
+    "ToolCallRequest",
+    "ToolCallResult",
+    "run_tool_loop",
+]
 
 Messages = TypeVar("Messages")
 
@@ -104,6 +111,30 @@ class ProviderAdapter(ABC, Generic[Messages]):
     def final_text(self, steps: Sequence[StepResult]) -> str:
         """The answer: the text of the last step."""
         return steps[-1].text if steps else ""
+
+
+def check_loop_options(
+    *,
+    max_tokens: object,
+    max_tool_iterations: object,
+    idle_timeout_seconds: object = 1.0,
+    client_kwargs: object = None,
+) -> None:
+    """The provider backends' shared constructor checks, with the same messages everywhere."""
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens <= 0:
+        raise ValueError(f"max_tokens must be a positive int, got {max_tokens!r}")
+    if (
+        not isinstance(max_tool_iterations, int)
+        or isinstance(max_tool_iterations, bool)
+        or max_tool_iterations <= 0
+    ):
+        raise ValueError(f"max_tool_iterations must be a positive int, got {max_tool_iterations!r}")
+    if idle_timeout_seconds is not None and not (
+        isinstance(idle_timeout_seconds, int | float) and idle_timeout_seconds > 0
+    ):
+        raise ValueError(f"idle_timeout_seconds must be > 0, got {idle_timeout_seconds!r}")
+    if client_kwargs is not None and not isinstance(client_kwargs, dict):
+        raise TypeError(f"client_kwargs must be a dict, got {type(client_kwargs).__name__}")
 
 
 def parse_arguments(raw: str | dict[str, Any] | None) -> tuple[dict[str, Any], str, str | None]:
