@@ -304,6 +304,21 @@ def children_of_this_process() -> list[int]:
     return out
 
 
+def recording_wrapper(directory: Path, cli: str, *extra_lines: str) -> Path:
+    """An executable that records its argv (``argv.txt``, one per line) and environment
+    (``env.txt``) into ``directory``, runs ``extra_lines`` of shell, then execs ``cli``."""
+    wrapper = directory / f"{Path(cli).name}-wrapper"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f'printf "%s\\n" "$@" > {directory}/argv.txt\n'
+        f"env > {directory}/env.txt\n"
+        + "".join(f"{line}\n" for line in extra_lines)
+        + f'exec {cli} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    return wrapper
+
+
 # -- leak checks shared by the backend tests -------------------------------------------------
 
 _CHILDREN_BEFORE: set[int] = set()

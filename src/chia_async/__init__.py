@@ -1,9 +1,11 @@
 """chia_async: an async-first agent runtime.
 
-One interface drives coding-agent CLIs (Claude Code, Codex, OpenCode, Antigravity) and
-provider APIs (Anthropic, Bedrock, Vertex Gemini, OpenAI-compatible endpoints)::
+One interface drives coding-agent CLIs (Claude Code, Codex, OpenCode, Gemini CLI,
+Antigravity) and provider APIs (Anthropic, Bedrock, Vertex Gemini, OpenAI-compatible
+endpoints)::
 
-    async for event in llm.stream("fix the failing test", tools=[bash]): ...
+    async for event in llm.stream("fix the failing test", tools=[bash]):
+        print(event.kind)
     result = await llm.aprompt("fix the failing test", tools=[bash])
     result = llm.prompt("fix the failing test", tools=[bash])
 

@@ -27,7 +27,7 @@ from chia_async.events import (
 from chia_async.subprocess import live_process_groups
 from chia_async.testing import Fault, ToolCall, Turn
 from chia_async.tools import ChiaTool
-from tests.cli_support import new_children, wait_until_clean
+from tests.cli_support import new_children, recording_wrapper, wait_until_clean
 
 pytestmark = pytest.mark.conformance
 
@@ -92,14 +92,7 @@ async def test_prompt_and_secrets_never_in_argv_and_no_inherited_keys(
 ) -> None:
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-parent-secret-should-not-leak")
     monkeypatch.setenv("CLAUDECODE", "1")
-    wrapper = tmp_path / "claude-wrapper"
-    wrapper.write_text(
-        "#!/bin/sh\n"
-        f'printf "%s\\n" "$@" > {tmp_path}/argv.txt\n'
-        f"env > {tmp_path}/env.txt\n"
-        f'exec {claude_bin.path} "$@"\n'
-    )
-    wrapper.chmod(0o755)
+    wrapper = recording_wrapper(tmp_path, str(claude_bin.path))
     model_server.script("text", [Turn(text="ok")])
     secret_prompt = "the launch code is 0000-swordfish"
     llm = make_llm(claude_bin, sandbox, model_server, "text", system_message="SYSTEM-XYZ")

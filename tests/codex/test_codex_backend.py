@@ -34,7 +34,7 @@ from chia_async.results import Usage
 from chia_async.subprocess import live_process_groups
 from chia_async.testing import Fault, ToolCall, Turn
 from chia_async.tools import ChiaTool
-from tests.cli_support import new_children, wait_until_clean
+from tests.cli_support import new_children, recording_wrapper, wait_until_clean
 
 pytestmark = pytest.mark.conformance
 
@@ -123,14 +123,7 @@ async def test_prompt_and_secrets_stay_out_of_argv_and_keys_are_explicit_only(
 ) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-parent-secret-should-not-leak-1")
     monkeypatch.setenv("CODEX_API_KEY", "sk-parent-secret-should-not-leak-2")
-    wrapper = tmp_path / "codex-wrapper"
-    wrapper.write_text(
-        "#!/bin/sh\n"
-        f'printf "%s\\n" "$@" > {tmp_path}/argv.txt\n'
-        f"env > {tmp_path}/env.txt\n"
-        f'exec {codex_bin.path} "$@"\n'
-    )
-    wrapper.chmod(0o755)
+    wrapper = recording_wrapper(tmp_path, str(codex_bin.path))
     model_server.script("text", [Turn(text="ok")])
     header_secret = "Bearer mcp-header-secret-0123456789"
     llm = make_llm(

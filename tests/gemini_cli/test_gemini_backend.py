@@ -27,6 +27,7 @@ from chia_async.events import (
 from chia_async.subprocess import live_process_groups
 from chia_async.testing import Fault, ToolCall, Turn
 from chia_async.tools import ChiaTool
+from tests.cli_support import recording_wrapper
 
 pytestmark = pytest.mark.conformance
 
@@ -72,14 +73,7 @@ async def test_text_turn_with_the_users_config_seeded_and_left_alone(
     (user_dir / "GEMINI.md").write_text("USER-MEMORY-1234")
     (user_dir / "installation_id").write_text("user-installation")
     before = {p.name: p.read_bytes() for p in user_dir.iterdir()}
-    wrapper = tmp_path / "gemini-wrapper"
-    wrapper.write_text(
-        "#!/bin/sh\n"
-        f'printf "%s\\n" "$@" > {tmp_path}/argv.txt\n'
-        f"env > {tmp_path}/env.txt\n"
-        f'exec {gemini_bin.path} "$@"\n'
-    )
-    wrapper.chmod(0o755)
+    wrapper = recording_wrapper(tmp_path, str(gemini_bin.path))
     model_server.script("text", [Turn(text="pong from the scripted server", chunks=3)])
     llm = make_llm(gemini_bin, sandbox, model_server, "text", system_message="SYSTEM-XYZ terse")
     llm.gemini_bin = llm.cli_path = str(wrapper)

@@ -34,6 +34,7 @@ from chia_async.events import (
 from chia_async.results import SessionRef, Usage
 from chia_async.testing import Fault, ToolCall, Turn
 from chia_async.tools import ChiaTool
+from tests.cli_support import recording_wrapper
 
 pytestmark = pytest.mark.conformance
 
@@ -106,16 +107,12 @@ async def test_mcp_tool_turn_through_a_real_mcp_server(
 
     model_server.script("tool", turn)
     # a wrapper that records what the CLI was given, then runs it
-    wrapper = tmp_path / "opencode-wrapper"
-    wrapper.write_text(
-        "#!/bin/sh\n"
-        f'printf "%s\\n" "$@" > {tmp_path}/argv.txt\n'
-        f"env > {tmp_path}/env.txt\n"
-        f'stat -c %a "$OPENCODE_CONFIG" > {tmp_path}/config-mode.txt\n'
-        f'cp "$OPENCODE_CONFIG" {tmp_path}/config.json\n'
-        f'exec {opencode_bin.path} "$@"\n'
+    wrapper = recording_wrapper(
+        tmp_path,
+        str(opencode_bin.path),
+        f'stat -c %a "$OPENCODE_CONFIG" > {tmp_path}/config-mode.txt',
+        f'cp "$OPENCODE_CONFIG" {tmp_path}/config.json',
     )
-    wrapper.chmod(0o755)
     llm = make_llm(opencode_bin, tmp_path, model_server, "tool", system_message="SYSTEM-XYZ")
     llm.cli_path = str(wrapper)
     tool = ChiaTool.http(

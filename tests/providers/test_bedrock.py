@@ -7,11 +7,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import inspect
-import os
 import pickle
 import socket
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -61,40 +59,6 @@ def offline_aws(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
     monkeypatch.setenv("AWS_REGION", "us-east-1")
-
-
-@pytest.fixture(autouse=True)
-def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Any connection off this machine (a metadata server, a token endpoint) fails the test."""
-    original = socket.socket.connect
-
-    def connect(self: socket.socket, address: object) -> None:
-        if self.family in (socket.AF_INET, socket.AF_INET6):
-            host = str(address[0])  # type: ignore[index]
-            if not (host.startswith("127.") or host in ("::1", "localhost")):
-                raise AssertionError(f"a test tried to reach {address!r}")
-        return original(self, address)
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
-
-
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
-@pytest.fixture(autouse=True)
-def no_fd_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
-    if not inspect.iscoroutinefunction(request.function):
-        # sync calls share the process-wide background loop, whose client pool is
-        # long-lived by design
-        yield
-        return
-    before = open_fds()
-    yield
-    deadline = time.monotonic() + 5
-    while open_fds() > before and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert open_fds() <= before, "sockets or pipes leaked"
 
 
 MADE: list[bedrock.BedrockLLM] = []

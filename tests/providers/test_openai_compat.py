@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import os
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -24,25 +22,6 @@ from chia_async.events import (
 from chia_async.loop.runner import parse_arguments
 from chia_async.testing import Fault, ParsedRequest, ToolCall, Turn
 from chia_async.tools import ChiaTool
-
-
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
-@pytest.fixture(autouse=True)
-def no_fd_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
-    if not inspect.iscoroutinefunction(request.function):
-        # sync calls share the process-wide background loop, whose client pool is
-        # long-lived by design
-        yield
-        return
-    before = open_fds()
-    yield
-    deadline = time.monotonic() + 5
-    while open_fds() > before and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert open_fds() <= before, "sockets or pipes leaked"
 
 
 def make(server, script: str, **kwargs) -> openai_compat.OpenAICompatLLM:

@@ -7,11 +7,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import inspect
-import os
 import pickle
-import socket
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
@@ -66,39 +63,6 @@ def offline_google(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", "/nonexistent/adc.json")
     monkeypatch.setenv("NO_GCE_CHECK", "true")
-
-
-@pytest.fixture(autouse=True)
-def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Any connection off this machine (a metadata server, a token endpoint) fails the test."""
-    original = socket.socket.connect
-
-    def connect(self: socket.socket, address: object) -> None:
-        if self.family in (socket.AF_INET, socket.AF_INET6):
-            host = str(address[0])  # type: ignore[index]
-            if not (host.startswith("127.") or host in ("::1", "localhost")):
-                raise AssertionError(f"a test tried to reach {address!r}")
-        return original(self, address)
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
-
-
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
-@pytest.fixture(autouse=True)
-def no_fd_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
-    if not inspect.iscoroutinefunction(request.function):
-        # sync calls share the process-wide background loop, whose clients are long-lived
-        yield
-        return
-    before = open_fds()
-    yield
-    deadline = time.monotonic() + 5
-    while open_fds() > before and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert open_fds() <= before, "sockets or pipes leaked"
 
 
 MADE: list[vertex.VertexGeminiLLM] = []

@@ -10,8 +10,8 @@ provider's resource (the backend's ``ray_resource``, overridable per instance)::
     ray.init(address="head:6379")
     llm = OpenAILLM("gpt-5")    # lands on nodes started with --resources '{"openai": 8}'
     result = await llm.prompt.chia_remote(llm, "fix the failing test", tools)
-    async for event in llm.prompt.chia_remote_stream(llm, "fix the failing test", tools):
-        ...
+    async for event in llm.stream.chia_remote_stream(llm, "fix the failing test", tools):
+        print(event.kind)                  # the worker's events, in order, as they happen
 
 Errors raised on the worker arrive as the same class with the same fields; a call asking for
 a resource no live node advertises fails at once with :class:`ResourceUnavailableError`;

@@ -4,11 +4,12 @@ The decorator changes nothing about calling the function locally: it returns the
 itself, with three attributes added::
 
     @ChiaFunction(resources={"gpu_box": 1})
-    async def embed(texts: list[str]) -> list[list[float]]: ...
+    async def embed(texts: list[str]) -> list[list[float]]:
+        return [[float(len(text))] for text in texts]
 
     vectors = await embed.chia_remote(texts)           # runs on a node advertising gpu_box
     async for item in embed.chia_remote_stream(texts):  # (for iterators: items as they come)
-        ...
+        print(item)
     embed.chia_function                                  # the RemoteSpec
 
 ``chia_remote`` is an attribute of the *function*, so a method reached through an instance
